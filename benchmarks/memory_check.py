@@ -1,0 +1,151 @@
+"""Validate the memory model on a GPU: measured vs predicted peak memory of real training steps.
+
+    python benchmarks/memory_check.py --configs S-S,S-B --variants foveated,baseline --gpu-mem 24
+    python benchmarks/memory_check.py --configs L-L --micro-batch 2 --offload   # force a plan
+
+Each (variant, config) runs in its own subprocess (a DeepSpeed engine cannot be torn down
+cleanly inside one process): build the model exactly as the trainable does (build_vlm ->
+trainables.engine.build_engine: ZeRO-2, offload per plan), enable checkpointing if planned, run
+`--steps` optimizer steps of `grad_accum` micro-batches each, and compare
+
+* torch.cuda.max_memory_allocated  vs  MemoryEstimate.peak_allocated,
+* allocated after the forward minus before (last micro-batch)  vs  Activations.saved,
+* device memory in use at the end (mem_get_info; includes context and allocator cache)
+  vs  MemoryEstimate.gpu_total,
+* host RSS (peak, ru_maxrss)  vs  MemoryEstimate.host.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GIB = 2**30
+
+
+def measure_peak_memory(cfg, plan, vocab_size: int = 49152, steps: int = 2) -> dict:
+    """Run `steps` optimizer steps of `plan.apply(cfg)` on CUDA; measured and predicted GiB."""
+    import torch
+
+    from trainables.engine import build_engine
+    from trainables.models import IGNORE_INDEX, build_vlm
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("measure_peak_memory needs a CUDA device")
+    cfg = plan.apply(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_vlm(cfg, vocab_size)
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable()
+    groups = model.param_groups(cfg.lr, cfg.lr_backbone, cfg.weight_decay)
+    engine, _, _ = build_engine(model, groups, cfg)
+    engine.train()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    dev = engine.device
+    B, T, s, L = cfg.micro_batch, cfg.frames, cfg.image_size, cfg.text_len
+
+    def batch() -> dict:
+        ids = torch.randint(0, vocab_size, (B, L), device=dev)
+        labels = ids.clone()
+        labels[:, 0] = IGNORE_INDEX
+        return {"frames": torch.randn(B, T, 3, s, s, device=dev, dtype=dtype), "input_ids": ids,
+                "attention_mask": torch.ones_like(ids), "labels": labels}
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    act_bytes = 0
+    for _ in range(steps):
+        for _ in range(cfg.grad_accum):
+            inputs = batch()
+            before = torch.cuda.memory_allocated()
+            out = engine(**inputs)
+            act_bytes = torch.cuda.memory_allocated() - before
+            engine.backward(out["loss"])
+            engine.step()
+            del out, inputs
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    est = plan.memory
+    return {
+        "variant": cfg.variant, "config": cfg.config, "micro_batch": cfg.micro_batch,
+        "grad_accum": cfg.grad_accum, "offload": cfg.offload, "ckpt": cfg.grad_checkpointing,
+        "device": torch.cuda.get_device_name(),
+        "peak_alloc_gib": torch.cuda.max_memory_allocated() / GIB, "pred_peak_alloc_gib": est.peak_allocated / GIB,
+        "act_gib": act_bytes / GIB, "pred_act_gib": est.activations.saved / GIB,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / GIB,
+        "device_used_gib": (total - free) / GIB, "pred_gpu_total_gib": est.gpu_total / GIB,
+        "host_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,  # KiB on Linux
+        "pred_host_gib": est.host / GIB,
+    }
+
+
+def _one(args) -> dict:
+    from search_spaces.planner import Plan, plan_trial
+    from search_spaces.trial import TrialConfig
+    from trainables.memory import estimate_memory
+
+    cfg = TrialConfig(variant=args.variant, config=args.config, steps=args.steps, frames=args.frames,
+                      text_len=args.text_len, global_batch=args.global_batch, micro_batch=args.global_batch)
+    if args.micro_batch:  # forced plan: evaluate the model at exactly these settings
+        mb = args.micro_batch
+        est = estimate_memory(cfg, args.vocab, mb, args.offload, args.ckpt)
+        plan = Plan(mb, cfg.global_batch // mb, args.offload, args.ckpt, args.gpu_mem, est)
+    else:
+        plan = plan_trial(cfg, args.gpu_mem, args.vocab)
+    return measure_peak_memory(cfg, plan, args.vocab, args.steps)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", default="S-S")
+    p.add_argument("--variants", default="foveated,baseline")
+    p.add_argument("--gpu-mem", type=float, default=None, help="plan for this budget (default: this GPU's memory)")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--text-len", type=int, default=64)
+    p.add_argument("--global-batch", type=int, default=16)
+    p.add_argument("--vocab", type=int, default=49152)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--micro-batch", type=int, default=0, help="force this micro-batch (with --offload/--ckpt)")
+    p.add_argument("--offload", action="store_true")
+    p.add_argument("--ckpt", action="store_true")
+    p.add_argument("--one", nargs=2, metavar=("VARIANT", "CONFIG"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.gpu_mem is None:
+        import torch
+
+        args.gpu_mem = torch.cuda.get_device_properties(0).total_memory / GIB if torch.cuda.is_available() else 24.0
+    if args.one:
+        args.variant, args.config = args.one
+        print("RESULT " + json.dumps(_one(args)), flush=True)
+        return
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    passthrough += ["--gpu-mem", str(args.gpu_mem)]
+    results = []
+    for config in args.configs.split(","):
+        for variant in args.variants.split(","):
+            proc = subprocess.run([sys.executable, __file__, *passthrough, "--one", variant, config],
+                                  capture_output=True, text=True)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"{variant} {config}: failed ({tail})", flush=True)
+                continue
+            r = json.loads(lines[-1][7:])
+            results.append(r)
+            print(f"{variant:8s} {config}  mb {r['micro_batch']:2d} x {r['grad_accum']:2d}  offload {r['offload']!s:5s} "
+                  f"ckpt {r['ckpt']!s:5s} | peak alloc {r['peak_alloc_gib']:6.2f} vs pred {r['pred_peak_alloc_gib']:6.2f} GiB"
+                  f" | act {r['act_gib']:6.2f} vs {r['pred_act_gib']:6.2f} | used {r['device_used_gib']:6.2f} vs "
+                  f"{r['pred_gpu_total_gib']:6.2f} | host {r['host_peak_gib']:5.1f} vs {r['pred_host_gib']:5.1f}", flush=True)
+    out = ROOT / "benchmarks" / "memory_check.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

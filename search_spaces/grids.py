@@ -1,0 +1,103 @@
+"""The study's named grids, as data: which configs, variants and step counts, and the shared
+training settings. `expand` turns a grid (optionally narrowed) into validated TrialConfigs;
+`param_space` turns those into the Ray Tune search space (a grid_search over whole trial
+dicts: the Ray way to express per-config values such as the planner's micro-batch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from search_spaces.sizes import REAL_CONFIGS, VARIANTS, ConfigError, parse_config_id
+from search_spaces.trial import TrialConfig
+
+SEED_STEPS = (100, 300, 1000, 3000)
+
+# Shared by every phase trial, both variants (the fairness rules): same data, batch,
+# optimizer, schedule, seeds, visual scale. 8 frames x 224 px, 64 caption tokens as in the seed.
+PHASE_SETTINGS = dict(
+    frames=8, image_size=224, text_len=64, global_batch=32, lr=1e-4, lr_backbone=2e-5,
+    precision="bf16", init="pretrained", dataset="synthetic", dataset_size=20000, eval_size=512,
+)
+
+# Tiny models on 2 CPU cores: 4 frames x 56 px (4x4 patches), one global batch of 16.
+# Random-init backbones train at the connector's learning rate.
+SMOKE_SETTINGS = dict(
+    frames=4, image_size=56, text_len=16, global_batch=16, micro_batch=16, lr=3e-3, lr_backbone=3e-3,
+    precision="fp32", init="random", dataset="synthetic", dataset_size=2048, eval_size=256,
+    query_dim=32, warmup_steps=10,
+)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str
+    configs: tuple[str, ...]
+    steps: tuple[int, ...]
+    settings: dict = field(default_factory=dict)
+    variants: tuple[str, ...] = VARIANTS
+    plan_batches: bool = True  # micro-batch / offload / checkpointing from the GPU planner
+
+
+GRIDS: dict[str, Grid] = {
+    "smoke": Grid("smoke", "offline CPU check: 2 tiny sizes x 2 variants x 3 step counts",
+                  ("T1-T1", "T2-T2"), (200, 400, 800), SMOKE_SETTINGS, plan_batches=False),
+    "phase1": Grid("phase1", "core comparison at S-S (135M + dinov2-small)", ("S-S",), SEED_STEPS, PHASE_SETTINGS),
+    "phase2": Grid("phase2", "LLM size scaling: M-S (360M + dinov2-small)", ("M-S",), SEED_STEPS, PHASE_SETTINGS),
+    "phase3": Grid("phase3", "vision encoder scaling: S-B (135M + dinov2-base)", ("S-B",), SEED_STEPS, PHASE_SETTINGS),
+    "phase4": Grid("phase4", "full matrix: 9 configs x 2 variants x 4 step counts", REAL_CONFIGS, SEED_STEPS, PHASE_SETTINGS),
+}
+
+
+def unknown_grid_message(name: str) -> str:
+    return f"unknown grid {name!r}; valid grids: {', '.join(GRIDS)}"
+
+
+def get_grid(name: str) -> Grid:
+    if name not in GRIDS:
+        raise ConfigError(unknown_grid_message(name))
+    return GRIDS[name]
+
+
+def expand(
+    name: str,
+    configs: list[str] | None = None,
+    variants: list[str] | None = None,
+    steps: list[int] | None = None,
+    overrides: dict | None = None,
+    gpu_mem_gib: float = 24.0,
+) -> list[TrialConfig]:
+    """The grid's trials (variant-major, then config, then steps), narrowed and overridden."""
+    grid = get_grid(name)
+    for c in configs or ():
+        parse_config_id(c)
+    for v in variants or ():
+        if v not in VARIANTS:
+            raise ConfigError(f"unknown variant {v!r}: choose from {', '.join(VARIANTS)}")
+    for s in steps or ():
+        if s <= 0:
+            raise ConfigError(f"steps must be positive, got {s}")
+    settings = {**grid.settings, **(overrides or {})}
+    trials = []
+    for variant in variants or grid.variants:
+        for config in configs or grid.configs:
+            for n_steps in steps or grid.steps:
+                trial = TrialConfig.from_dict({"variant": variant, "config": config, "steps": n_steps, **settings})
+                if grid.plan_batches and "micro_batch" not in (overrides or {}):
+                    trial = apply_plan(trial, gpu_mem_gib)
+                trials.append(trial)
+    return trials
+
+
+def apply_plan(trial: TrialConfig, gpu_mem_gib: float) -> TrialConfig:
+    """Micro-batch, offload and activation checkpointing chosen by the memory planner."""
+    from search_spaces.planner import plan_trial
+
+    plan = plan_trial(trial, gpu_mem_gib=gpu_mem_gib)
+    return trial.replace(micro_batch=plan.micro_batch, offload=plan.offload, grad_checkpointing=plan.grad_checkpointing)
+
+
+def param_space(trials: list[TrialConfig]) -> dict:
+    from ray import tune
+
+    return {"trial": tune.grid_search([t.to_dict() for t in trials])}

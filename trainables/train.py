@@ -1,0 +1,202 @@
+"""The Ray Tune function trainable: one trial = one real training run of one VLM.
+
+    tune.Tuner(tune.with_resources(train_vlm, {...}), param_space={"trial": grid_search([...])})
+
+Each trial: validate its config -> data + tokenizer -> model -> DeepSpeed engine -> restore
+from `tune.get_checkpoint()` if Ray hands one back -> train, evaluating and checkpointing at
+its milestones through `tune.report(metrics, checkpoint=...)`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from search_spaces.trial import TrialConfig
+from trainables import checkpoint as ckpt
+from trainables.data.pipeline import eval_batches, load_data, train_loader
+from trainables.metrics import ThroughputMeter, memory_metrics
+
+EVAL_BATCH = 32
+FINITE_CHECK_EVERY = 10  # steps between loss-finiteness checks (each one is a host sync)
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class TrialOutOfMemory(RuntimeError):
+    pass
+
+
+def oom_message(cfg: TrialConfig, step: int) -> str:
+    """Name the config, the micro-batch and what the planner would choose instead."""
+    try:
+        from search_spaces.planner import plan_trial
+
+        plan = plan_trial(cfg)
+        hint = (f"the planner suggests micro-batch {plan.micro_batch}, offload={plan.offload}, "
+                f"activation checkpointing={plan.grad_checkpointing}")
+    except Exception as e:  # noqa: BLE001 - a hint must never mask the OOM itself
+        hint = f"the planner has no suggestion ({e})"
+    return (f"{cfg.trial_name}: out of memory at step {step} with config {cfg.config}, micro-batch "
+            f"{cfg.micro_batch}, offload={cfg.offload}; {hint} (see: tune_scaling.py --dry-run)")
+
+
+def inject_fault(kind: str, step: int, loss: torch.Tensor) -> torch.Tensor:
+    """Reliability-suite hooks (TrialConfig.fault); never active unless a test asks."""
+    if kind == "raise":
+        raise RuntimeError(f"injected failure at step {step}")
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "oom":
+        raise torch.OutOfMemoryError(f"injected out-of-memory at step {step}")
+    return loss * float("nan")  # "nan"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def llm_tokens_per_sample(cfg: TrialConfig) -> int:
+    """Tokens the LLM reads per sample in its caption pass (visual + text)."""
+    visual = cfg.frames if cfg.variant == "foveated" else 16 * cfg.frames
+    return visual + cfg.text_len
+
+
+def _to_device(batch: dict, device, dtype) -> dict:
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "n_bad_rows"}
+    out["frames"] = out["frames"].to(dtype)
+    return out
+
+
+@torch.no_grad()
+def evaluate(engine, eval_set, dtype, shuffle_frames: bool = False) -> tuple[float, float]:
+    """Mean caption loss over the held-out split and its standard error over eval batches.
+
+    shuffle_frames pairs each caption with another clip's frames (a fixed permutation):
+    the gap to the true-frame loss is how much the model actually uses vision.
+    """
+    engine.eval()
+    device = engine.device
+    sums, counts, means = 0.0, 0, []
+    gen = torch.Generator().manual_seed(1234)
+    for batch in eval_batches(eval_set, EVAL_BATCH):
+        if shuffle_frames:
+            perm = torch.randperm(batch["frames"].shape[0], generator=gen)
+            batch["frames"] = batch["frames"][perm.roll(1)]  # roll: no clip keeps its own frames
+        out = engine(**_to_device(batch, device, dtype))
+        s, n = float(out["loss_sum"]), int(out["n_tokens"])
+        sums, counts = sums + s, counts + n
+        means.append(s / max(n, 1))
+    engine.train()
+    se = float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else float("nan")
+    return sums / max(counts, 1), se
+
+
+def train_vlm(config: dict) -> None:
+    """Ray Tune entry point. `config` is {"trial": <TrialConfig dict>}; or the dict itself."""
+    from ray import tune
+
+    from trainables.engine import build_engine
+    from trainables.flops import peak_flops, trial_flops_per_sample
+    from trainables.models import build_vlm, param_counts
+
+    cfg = TrialConfig.from_dict(config.get("trial", config))
+    seed_everything(cfg.seed, cfg.deterministic)
+    data = load_data(cfg)
+    model = build_vlm(cfg, data.vocab_size)
+    counts = param_counts(model)
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable()  # memory for recompute; reported FLOPs unchanged
+    groups = model.param_groups(cfg.lr, cfg.lr_backbone, cfg.weight_decay)
+    engine, scheduler, ds_config = build_engine(model, groups, cfg)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    flops_per_sample = trial_flops_per_sample(cfg, data.vocab_size)
+    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    peak = peak_flops(device_name)
+
+    state = {"step": 0, "samples": 0, "flops": 0.0, "data": None, "history": [], "n_bad_rows": 0}
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            state = ckpt.load(d, engine, cfg)
+        print(f"[{cfg.trial_name}] resumed at step {state['step']} (samples {state['samples']})", flush=True)
+
+    # one-shot faults fire only in a fresh start (a retry from a checkpoint must get past them);
+    # a non-finite loss is injected every time, as a real divergence would recur
+    fault = cfg.fault_at if cfg.fault_at and (restored is None or cfg.fault_at[0] == "nan") else None
+    cursor, loader = train_loader(data.train, cfg, state["data"])
+    batches = iter(loader)
+    meter = ThroughputMeter(state["samples"])
+    loss_sum = torch.zeros((), device=engine.device)
+    loss_n = 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=engine.device)
+    tokens_per_sample = llm_tokens_per_sample(cfg)
+    start = state["step"]
+    engine.train()
+    for step in range(start + 1, cfg.steps + 1):
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            cursor.advance()
+            state["n_bad_rows"] += batch["n_bad_rows"]
+            n = batch["frames"].shape[0]
+            try:
+                out = engine(**_to_device(batch, engine.device, dtype))
+                loss = out["loss"]
+                if fault and fault[1] == step:
+                    loss = inject_fault(fault[0], step, loss)
+                engine.backward(loss)
+                engine.step()
+            except torch.OutOfMemoryError:
+                raise TrialOutOfMemory(oom_message(cfg, step)) from None
+            loss = loss.detach().float()
+            # no host sync here: remember the first step whose loss is not finite, check later
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            loss_sum += loss
+            loss_n += 1
+            state["samples"] += n
+            state["flops"] += flops_per_sample * n
+        state["step"] = step
+        is_milestone = step in cfg.milestones
+        is_ckpt = is_milestone or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+        if step % FINITE_CHECK_EVERY == 0 or is_ckpt:
+            bad = int(first_bad)  # note: host sync
+            if bad >= 0:
+                raise NonFiniteLoss(f"{cfg.trial_name}: non-finite training loss at step {bad}")
+        if not is_ckpt:
+            continue
+        meter.pause(state["samples"])
+        metrics = {
+            "variant": cfg.variant, "config": cfg.config, "trial_name": cfg.trial_name,
+            "schedule": cfg.schedule, "step": step, "trial_steps": cfg.steps,
+            "samples": state["samples"], "tokens": state["samples"] * tokens_per_sample,
+            "train_loss": float(loss_sum) / max(loss_n, 1), "lr": scheduler.get_last_lr()[0],
+            "flops": state["flops"], "flops_per_sample": flops_per_sample,
+            "n_params": counts["total"], "n_params_llm": counts["llm_non_embedding"],
+            "n_params_vision": counts["vision"], "n_bad_rows": state["n_bad_rows"],
+            "milestone": bool(is_milestone), "master_port": int(os.environ["MASTER_PORT"]), **meter.rates(flops_per_sample, peak), **memory_metrics(),
+        }
+        loss_sum.zero_()
+        loss_n = 0
+        if is_milestone:
+            metrics["eval_loss"], metrics["eval_loss_se"] = evaluate(engine, data.eval, dtype)
+            if step == cfg.steps:
+                metrics["eval_loss_shuffled_frames"], _ = evaluate(engine, data.eval, dtype, shuffle_frames=True)
+        state["history"].append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        state["data"] = cursor.state_dict()
+        with tempfile.TemporaryDirectory(prefix="vlm-ckpt-") as tmp:
+            ckpt.save(tmp, engine, cfg, ds_config, state)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        meter.resume()
