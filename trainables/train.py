@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -133,6 +132,10 @@ def train_vlm(config: dict) -> None:
         with restored.as_directory() as d:
             state = ckpt.load(d, engine, cfg)
         print(f"[{cfg.trial_name}] resumed at step {state['step']} (samples {state['samples']})", flush=True)
+        if state["history"]:
+            # Ray drops a report whose trial dies before the driver has processed it, although
+            # its checkpoint survives; re-send the last one (the fitting keeps one row per step).
+            tune.report({**state["history"][-1], "re_reported": True})
 
     # one-shot faults fire only in a fresh start (a retry from a checkpoint must get past them);
     # a non-finite loss is injected every time, as a real divergence would recur
@@ -179,7 +182,7 @@ def train_vlm(config: dict) -> None:
             continue
         meter.pause(state["samples"])
         metrics = {
-            "variant": cfg.variant, "config": cfg.config, "trial_name": cfg.trial_name,
+            "variant": cfg.variant, "config_id": cfg.config, "trial_name": cfg.trial_name,
             "schedule": cfg.schedule, "step": step, "trial_steps": cfg.steps,
             "samples": state["samples"], "tokens": state["samples"] * tokens_per_sample,
             "train_loss": float(loss_sum) / max(loss_n, 1), "lr": scheduler.get_last_lr()[0],
@@ -194,7 +197,7 @@ def train_vlm(config: dict) -> None:
             metrics["eval_loss"], metrics["eval_loss_se"] = evaluate(engine, data.eval, dtype)
             if step == cfg.steps:
                 metrics["eval_loss_shuffled_frames"], _ = evaluate(engine, data.eval, dtype, shuffle_frames=True)
-        state["history"].append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        state["history"].append(metrics)
         state["data"] = cursor.state_dict()
         with tempfile.TemporaryDirectory(prefix="vlm-ckpt-") as tmp:
             ckpt.save(tmp, engine, cfg, ds_config, state)
