@@ -1,0 +1,72 @@
+"""Command line.
+
+    python -m fitting EXPERIMENT_DIR [--out DIR] [--bootstrap 1000] [--seed 0]
+    python -m fitting csv FILE --n COL --loss COL (--d COL | --c COL) [--group COL]
+                      [--drop-top-loss K] [--out DIR] [--bootstrap 1000] [--seed 0]
+
+In csv mode D = C/(6N) when --d is absent and C = 6ND when --c is absent. --drop-top-loss K
+drops the K highest-loss rows first (listed in the report): Chinchilla's reference data needs
+K=5. User errors print `error: <message>` on stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from fitting.errors import FitError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="output directory (default: next to the input, analysis/)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _check(a: argparse.Namespace) -> None:
+    if a.bootstrap < 0:
+        raise FitError("--bootstrap must be >= 0")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from fitting.analysis import run_analysis, run_csv
+
+    try:
+        if argv[:1] == ["csv"]:
+            p = argparse.ArgumentParser(prog="python -m fitting csv", description="fit a CSV of points")
+            p.add_argument("file")
+            p.add_argument("--n", required=True, help="column: model size N (parameters)")
+            p.add_argument("--loss", required=True, help="column: loss")
+            p.add_argument("--d", default=None, help="column: data D (samples or tokens)")
+            p.add_argument("--c", default=None, help="column: compute C (FLOPs)")
+            p.add_argument("--group", default=None, help="column: variant / group label")
+            p.add_argument("--drop-top-loss", type=int, default=0, metavar="K",
+                           help="drop the K highest-loss rows before fitting (default 0)")
+            _common(p)
+            a = p.parse_args(argv[1:])
+            _check(a)
+            if a.drop_top_loss < 0:
+                raise FitError("--drop-top-loss must be >= 0")
+            fits = run_csv(a.file, a.n, a.loss, a.d, a.c, a.group, a.out, a.bootstrap, a.seed, a.drop_top_loss)
+        else:
+            p = argparse.ArgumentParser(prog="python -m fitting",
+                                        description="scaling-law analysis of a Ray Tune experiment dir "
+                                                    "(or: python -m fitting csv FILE ...)")
+            p.add_argument("experiment_dir")
+            _common(p)
+            a = p.parse_args(argv)
+            _check(a)
+            fits = run_analysis(a.experiment_dir, a.out, a.bootstrap, a.seed)
+    except FitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ok = [f"{law}[{g}]" for law, per in fits["laws"].items() for g, r in per.items() if r["status"] == "ok"]
+    print(f"fitted {', '.join(ok) or 'nothing'}; wrote fits.json, report.md and "
+          f"{sum(p['status'] == 'ok' for p in fits['plots'])} plot(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Quantities derived from fitted laws: crossover, efficiency multiplier, optimal allocation,
+best config per budget, iso-loss curves, and the extrapolation check.
+
+`summarize` returns a flat dict of numbers and arrays on a fixed compute grid, so the
+bootstrap can run it on every resample and take percentiles per key (and per grid point).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import brentq
+
+from fitting import isoflop
+from fitting.errors import FitError
+from fitting.laws import fit_law, inverse_lc, optimal_allocation
+
+TREATMENT, REFERENCE = "foveated", "baseline"
+
+
+def pair(groups: list[str]) -> tuple[str, str] | None:
+    """(treatment, reference) for the two-variant comparisons, or None with != 2 groups."""
+    if TREATMENT in groups and REFERENCE in groups:
+        return TREATMENT, REFERENCE
+    if len(groups) == 2:
+        return groups[0], groups[1]
+    return None
+
+
+def context(frame: pd.DataFrame, n_grid: int = 41) -> dict:
+    """Fixed grids shared by the full fit and every bootstrap resample."""
+    C = frame["C"].to_numpy(float)
+    lo, hi = float(C.min()), float(C.max())
+    groups = sorted(frame["group"].astype(str).unique())
+    # C = k N D: 6 for a dense LM; a VLM's vision encoder and the foveated double pass change it
+    k = {g: float(np.median(s["C"] / (s["N"] * s["D"]))) for g, s in frame.groupby("group")}
+    return {
+        "groups": groups, "pair": pair(groups), "C_range": (lo, hi),
+        "C_grid": np.geomspace(lo, hi, n_grid) if hi > lo else np.array([lo]),
+        # a crossover is looked for one decade beyond the data on each side, and flagged
+        # as extrapolated when it falls outside the data
+        "search_range": (lo / 10.0, hi * 10.0), "flops_per_nd": k,
+    }
+
+
+def crossovers(p_t: dict, p_r: dict, lo: float, hi: float) -> list[float]:
+    """Compute budgets in [lo, hi] where two L(C) laws give the same loss."""
+    def diff(logc):
+        c = np.exp(logc)
+        return np.log(_lc(p_t, c)) - np.log(_lc(p_r, c))
+
+    grid = np.linspace(math.log(lo), math.log(hi), 801)
+    # curves equal to rounding error (e.g. identical fits) do not cross: flip signs of such
+    # differences are noise, so only sign changes between clearly separated points count
+    d = diff(grid)
+    s = np.sign(np.where(np.abs(d) < 1e-9, 0.0, d))
+    nz = np.flatnonzero(s)
+    roots = []
+    for i, j in zip(nz[:-1], nz[1:]):
+        if s[i] != s[j]:
+            roots.append(float(np.exp(brentq(diff, grid[i], grid[j], xtol=1e-12))))
+    return roots
+
+
+def _lc(p: dict, C):
+    return p.get("E", 0.0) + p["A"] * np.asarray(C, float) ** -p["alpha"]
+
+
+def efficiency(p_t: dict, p_r: dict, C) -> tuple[np.ndarray, np.ndarray]:
+    """(C_ref(L_t(C)) / C, C_t(L_ref(C)) / C): >1 in the first means the treatment reaches
+    at C a loss the reference needs more compute for (inf where the reference never gets there)."""
+    C = np.asarray(C, float)
+    return inverse_lc(p_r, _lc(p_t, C)) / C, inverse_lc(p_t, _lc(p_r, C)) / C
+
+
+def summarize(fits: dict, ctx: dict) -> dict:
+    """Flat dict of derived quantities (numbers and arrays on ctx['C_grid'])."""
+    out = {}
+    grid = ctx["C_grid"]
+    for g in ctx["groups"]:
+        fit = fits.get(("L(N,D)", g))
+        if fit is None:
+            continue
+        p = fit.params(g)
+        a, b = p["alpha"], p["beta"]
+        n_opt, d_opt = optimal_allocation(p, grid, ctx["flops_per_nd"][g])
+        out[f"allocation|{g}|N_exponent"] = b / (a + b)
+        out[f"allocation|{g}|D_exponent"] = a / (a + b)
+        out[f"allocation|{g}|G"] = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
+        out[f"allocation|{g}|N_opt"] = n_opt
+        out[f"allocation|{g}|D_opt"] = d_opt
+    pr = ctx["pair"]
+    if pr is not None:
+        ft, fr = fits.get(("L(C)", pr[0])), fits.get(("L(C)", pr[1]))
+        if ft is not None and fr is not None:
+            p_t, p_r = ft.params(pr[0]), fr.params(pr[1])
+            roots = crossovers(p_t, p_r, *ctx["search_range"])
+            out["crossover|C"] = roots[0] if roots else np.nan
+            out["ratio|loss"] = _lc(p_t, grid) / _lc(p_r, grid)
+            m_t, m_r = efficiency(p_t, p_r, grid)
+            out["multiplier|ref_to_match_treat"] = m_t
+            out["multiplier|treat_to_match_ref"] = m_r
+            out["exponent_diff|alpha"] = p_t["alpha"] - p_r["alpha"]
+    return out
+
+
+def crossover_report(p_t: dict, p_r: dict, ctx: dict) -> dict:
+    """Every crossing in the search range, which side wins where, and the ranges looked at."""
+    lo, hi = ctx["search_range"]
+    roots = crossovers(p_t, p_r, lo, hi)
+    t, r = ctx["pair"]
+    c_lo = ctx["C_range"][0]
+    better_low = t if _lc(p_t, lo) < _lc(p_r, lo) else r
+    return {
+        "crossovers": roots, "search_range": [lo, hi], "data_range": list(ctx["C_range"]),
+        "extrapolated": [not (ctx["C_range"][0] <= c <= ctx["C_range"][1]) for c in roots],
+        "lower_loss_at_low_compute": better_low,
+        "lower_loss_at_data_min": t if _lc(p_t, c_lo) < _lc(p_r, c_lo) else r,
+        "lower_loss_at_data_max": t if _lc(p_t, ctx["C_range"][1]) < _lc(p_r, ctx["C_range"][1]) else r,
+    }
+
+
+def best_configs(frame: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
+    """Per compute budget (runs within `factor` of each other) and group: the lowest-loss config
+    and how its parameters split between LLM and vision encoder."""
+    f = frame.assign(budget=isoflop.buckets(frame["C"].to_numpy(float), factor))
+    rows = []
+    for (b, g), s in f.groupby(["budget", "group"]):
+        best = s.loc[s["loss"].idxmin()]
+        vis = best["n_vision"] / best["N"] if np.isfinite(best["n_vision"]) else np.nan
+        rows.append({
+            "budget_C": float(np.exp(np.log(s["C"]).mean())), "group": g, "config": best["config"],
+            "loss": float(best["loss"]), "N": float(best["N"]), "N_llm": float(best["n_llm"]),
+            "N_vision": float(best["n_vision"]), "vision_share": float(vis),
+            "n_candidates": int(s["config"].nunique()),
+        })
+    return pd.DataFrame(rows)
+
+
+def iso_loss(frame: pd.DataFrame, n_levels: int = 4) -> pd.DataFrame:
+    """Compute each (group, config) needs to reach a set of loss levels, by log-interpolating
+    its loss-vs-compute curve. Levels are spread across the losses every config reaches."""
+    f = frame.sort_values("C")
+    curves = [(g, c, s) for (g, c), s in f.groupby(["group", "config"]) if len(s) >= 2]
+    if not curves:
+        return pd.DataFrame(columns=["group", "config", "N", "loss_level", "C"])
+    hi = min(s["loss"].max() for *_, s in curves)
+    lo = max(s["loss"].min() for *_, s in curves)
+    if not lo < hi:  # configs' loss ranges do not overlap: spread over the union instead
+        lo, hi = f["loss"].min(), f["loss"].max()
+    levels = np.geomspace(lo, hi, n_levels + 2)[1:-1]
+    rows = []
+    for g, c, s in curves:
+        # loss falls with compute; a running minimum makes the curve monotone, and np.interp
+        # needs ascending x, so interpolate on the reversed (ascending-loss) arrays
+        loss = np.minimum.accumulate(s["loss"].to_numpy(float))
+        logc = np.log(s["C"].to_numpy(float))
+        for lev in levels:
+            if loss.min() <= lev <= loss.max():
+                rows.append({"group": g, "config": c, "N": float(s["N"].iloc[0]), "loss_level": float(lev),
+                             "C": float(np.exp(np.interp(lev, loss[::-1], logc[::-1])))})
+    return pd.DataFrame(rows)
+
+
+def extrapolation_check(frame: pd.DataFrame, fitset, holdout: float = 0.2) -> list[dict]:
+    """Refit each per-group law without its largest-compute points (top `holdout` fraction,
+    at least one) and report how well it predicts them."""
+    out = []
+    for (law, group), e in fitset.entries.items():
+        if law not in ("L(C)", "L(N,D)") or e.status != "ok":
+            continue
+        sub = frame.iloc[e.rows].sort_values("C")
+        n_out = max(1, int(math.ceil(holdout * len(sub))))
+        train, test = sub.iloc[:-n_out], sub.iloc[-n_out:]
+        cols = ["C"] if law == "L(C)" else ["N", "D"]
+        row = {"law": law, "group": group, "n_holdout": n_out, "C_threshold": float(test["C"].min())}
+        try:
+            fit = fit_law(law, train[cols].to_numpy(float), train["loss"].to_numpy(float),
+                          np.full(len(train), group))
+        except FitError as err:
+            out.append({**row, "status": "skipped", "reason": str(err)})
+            continue
+        pred = fit.predict(*[test[c].to_numpy(float) for c in cols], group=group)
+        rel = (pred - test["loss"].to_numpy(float)) / test["loss"].to_numpy(float)
+        out.append({**row, "status": "ok", "mean_abs_rel_error": float(np.mean(np.abs(rel))),
+                    "max_abs_rel_error": float(np.max(np.abs(rel))), "mean_rel_error": float(np.mean(rel))})
+    return out

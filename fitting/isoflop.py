@@ -1,0 +1,59 @@
+"""Chinchilla Approach 2: IsoFLOP profiles.
+
+Points are bucketed by compute (a budget = runs whose C agree within a factor BUCKET_FACTOR),
+each bucket with at least 3 model sizes gets a parabola of loss in log N whose vertex is that
+budget's optimal size, and log N_opt = log G + a log C is fitted across budgets.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fitting.errors import FitError
+
+BUCKET_FACTOR = 1.25  # runs within 25% of a budget's smallest C share that budget
+MIN_SIZES = 3  # a parabola through fewer sizes has no free residual and no honest minimum
+
+
+def buckets(C: np.ndarray, factor: float = BUCKET_FACTOR) -> np.ndarray:
+    """Bucket index per point: greedy clusters in sorted log C, each spanning <= `factor`."""
+    order = np.argsort(C)
+    out = np.empty(len(C), int)
+    idx, start = -1, -np.inf
+    for i in order:
+        if np.log(C[i]) - start > np.log(factor):
+            idx, start = idx + 1, np.log(C[i])
+        out[i] = idx
+    return out
+
+
+def fit_isoflop(N, C, loss, weights=None, bucket=None) -> dict:
+    """Optimal N per budget and the exponent a of N_opt ~ C^a; FitError when impossible."""
+    N, C, loss = (np.asarray(v, float) for v in (N, C, loss))
+    w = np.ones(len(N)) if weights is None else np.asarray(weights, float)
+    bucket = buckets(C) if bucket is None else bucket
+    rows, most = [], 0
+    for b in np.unique(bucket):
+        sel = (bucket == b) & (w > 0)
+        sizes = np.unique(N[sel])
+        most = max(most, len(sizes))
+        if len(sizes) < MIN_SIZES:
+            continue
+        x = np.log(N[sel])
+        c2, c1, c0 = np.polyfit(x, loss[sel], 2, w=np.sqrt(w[sel]))
+        if c2 <= 0:
+            continue  # no minimum: the profile is concave or flat
+        x_opt = -c1 / (2 * c2)
+        if not (x.min() <= x_opt <= x.max()):
+            continue  # the minimum is not bracketed by the sizes tried
+        c_budget = float(np.exp(np.average(np.log(C[sel]), weights=w[sel])))
+        rows.append({"C": c_budget, "N_opt": float(np.exp(x_opt)), "loss_opt": float(c0 - c1 * c1 / (4 * c2)),
+                     "n_sizes": int(len(sizes))})
+    if most < MIN_SIZES:
+        raise FitError(f"IsoFLOP needs >= {MIN_SIZES} model sizes sharing a compute budget; "
+                       f"the best budget has {most}")
+    if len(rows) < 2:
+        raise FitError(f"IsoFLOP: {len(rows)} budget(s) with a bracketed minimum; need >= 2 to fit N_opt(C)")
+    lc = np.log([r["C"] for r in rows])
+    ln = np.log([r["N_opt"] for r in rows])
+    a, logG = np.polyfit(lc, ln, 1)
+    return {"a": float(a), "G": float(np.exp(logG)), "budgets": rows}

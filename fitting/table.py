@@ -1,0 +1,225 @@
+"""Inputs -> one tidy table: a Ray Tune experiment directory, or a CSV of (N, D|C, loss) points.
+
+The Ray loader reads the files Ray writes (experiment_state-*.json for trial status, each
+trial dir's result.json + params.json) instead of importing Ray: it is fast, needs no cluster,
+and still reads trials that died in ERROR state (which ExperimentAnalysis may not load).
+Every trial or row left out is returned in `dropped` with its reason, so the report can list
+it: nothing is excluded silently.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fitting.errors import FitError
+
+POINT_COLUMNS = [
+    "variant", "config", "n_params", "n_params_llm", "n_params_vision", "samples", "tokens",
+    "flops", "eval_loss", "eval_loss_se", "step", "trial_steps", "schedule", "run_id", "group",
+]
+# Without these a trial cannot become fit points; the rest are filled with NaN / "unknown".
+REQUIRED = ["variant", "config", "step", "samples", "flops", "eval_loss", "n_params"]
+# Keys a report row may lack but the trial's config (params.json) knows.
+FROM_CONFIG = {"variant": "variant", "config": "config", "trial_steps": "steps", "schedule": "schedule"}
+
+
+def _trial_status(exp_dir: Path) -> dict[str, str]:
+    """trial dir name -> last status recorded by Tune (newest experiment_state file wins)."""
+    states = sorted(glob.glob(str(exp_dir / "experiment_state-*.json")), key=os.path.getmtime)
+    if not states:
+        return {}
+    try:
+        with open(states[-1]) as f:
+            trial_data = json.load(f).get("trial_data", [])
+    except (OSError, ValueError):
+        return {}
+    status = {}
+    for entry in trial_data:
+        try:
+            meta = json.loads(entry[0]) if isinstance(entry, list) else entry
+            status[meta["relative_logdir"]] = meta["status"]
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return status
+
+
+def _read_reports(result_json: Path) -> list[dict]:
+    rows = []
+    with open(result_json) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a half-written last line from a killed trial
+    return rows
+
+
+def _trial_config(cfg: dict) -> dict:
+    """The trial's own settings: flat, or one level down (tune_scaling's {"trial": {...}})."""
+    if isinstance(cfg.get("config"), str) or "variant" in cfg:
+        return cfg
+    inner = [v for v in cfg.values() if isinstance(v, dict) and ("variant" in v or "config" in v)]
+    return inner[0] if len(inner) == 1 else cfg
+
+
+def _is_bad_loss(v) -> bool:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return True
+    return not math.isfinite(v) or v <= 0
+
+
+def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
+    """Ray Tune experiment dir -> (points table, dropped trials [{run_id, reason}])."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise FitError(f"experiment directory not found: {exp_dir}")
+    status = _trial_status(exp_dir)
+    trial_dirs = sorted(p.parent for p in exp_dir.glob("*/result.json"))
+    if not trial_dirs:
+        raise FitError(f"no trials (*/result.json) in {exp_dir}: is this a Ray Tune experiment directory?")
+    frames, dropped = [], []
+    seen_keys: set[str] = set()
+    for tdir in trial_dirs:
+        reports = _read_reports(tdir / "result.json")
+        run_id = next((r["trial_id"] for r in reports if "trial_id" in r), tdir.name)
+        st = status.get(tdir.name) or ("ERROR" if (tdir / "error.txt").exists() else "UNKNOWN")
+        if st == "ERROR":
+            why = ""
+            if (tdir / "error.txt").exists():
+                lines = [s for s in (tdir / "error.txt").read_text(errors="replace").splitlines() if s.strip()]
+                why = f": {lines[-1].strip()[:160]}" if lines else ""
+            dropped.append({"run_id": run_id, "reason": f"trial status ERROR{why}"})
+            continue
+        if not reports:
+            dropped.append({"run_id": run_id, "reason": "no reports in result.json"})
+            continue
+        df = pd.DataFrame(reports)
+        seen_keys.update(df.columns)
+        cfg = {}
+        if (tdir / "params.json").exists():
+            try:
+                cfg = json.loads((tdir / "params.json").read_text())
+            except ValueError:
+                cfg = {}
+        if "config" in df.columns and df["config"].map(lambda v: isinstance(v, dict)).any():
+            # Ray writes the trial's config dict under "config" in every result row, over the
+            # config id the trainable reported; the id is recovered from that dict below.
+            cfg = cfg or next(v for v in df["config"] if isinstance(v, dict))
+            df = df.drop(columns="config")
+        cfg = _trial_config(cfg)
+        for col, key in FROM_CONFIG.items():
+            if col not in df.columns and key in cfg:
+                df[col] = cfg[key]
+        df["run_id"] = run_id
+        if "milestone" in df.columns:
+            df = df[df["milestone"].fillna(False).astype(bool)]
+        if df.empty:
+            dropped.append({"run_id": run_id, "reason": "no milestone reports"})
+            continue
+        missing = [c for c in REQUIRED if c not in df.columns]
+        if missing:
+            dropped.append({"run_id": run_id, "reason": f"reports lack {', '.join(missing)}"})
+            continue
+        # A diverged run (NaN/inf loss at any milestone) says nothing about its size's law.
+        losses = df["eval_loss"].tolist() + (df["train_loss"].tolist() if "train_loss" in df else [])
+        n_bad = sum(_is_bad_loss(v) for v in losses)
+        if n_bad:
+            dropped.append({"run_id": run_id, "reason": f"{n_bad} non-finite or non-positive loss value(s)"})
+            continue
+        # A resumed trial re-reports steps it already reported: the last report wins.
+        frames.append(df.drop_duplicates("step", keep="last"))
+    if not frames:
+        missing = [c for c in REQUIRED if c not in seen_keys]
+        if missing and seen_keys:
+            raise FitError(f"reports in {exp_dir} lack required key(s): {', '.join(missing)}")
+        reasons = "; ".join(f"{d['run_id']}: {d['reason']}" for d in dropped[:5])
+        raise FitError(f"no usable trials in {exp_dir} ({reasons})")
+    raw = pd.concat(frames, ignore_index=True)
+    for col in POINT_COLUMNS:
+        if col not in raw.columns:
+            raw[col] = "unknown" if col == "schedule" else np.nan
+    raw["group"] = raw["variant"]
+    pts = raw[POINT_COLUMNS].copy()
+    for col in ("variant", "config", "schedule", "run_id", "group"):
+        pts[col] = pts[col].astype(str)
+    for col in set(POINT_COLUMNS) - {"variant", "config", "schedule", "run_id", "group"}:
+        pts[col] = pd.to_numeric(pts[col], errors="coerce").astype(float)
+    pts["trial_steps"] = pts["trial_steps"].fillna(pts.groupby("run_id")["step"].transform("max"))
+    return pts.sort_values(["variant", "config", "run_id", "step"]).reset_index(drop=True), dropped
+
+
+def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
+    """Tidy experiment points -> the frame the fits use (N, D, C, loss, group, run_id, ...).
+
+    Only end-of-schedule evaluations are fit points: under a decaying (cosine, WSD) schedule an
+    intermediate milestone has not had its learning-rate decay and sits above the loss that a
+    run planned for that many steps would reach. With a constant schedule every milestone counts.
+    D defaults to samples: both variants see the same samples, while their token counts differ
+    by design (1 vs 16 visual tokens per frame), so samples compare like with like.
+    """
+    final = (points["step"] >= points["trial_steps"]) | (points["schedule"] == "constant")
+    p = points[final]
+    return pd.DataFrame({
+        "N": p["n_params"].to_numpy(float), "D": p[d_col].to_numpy(float),
+        "C": p["flops"].to_numpy(float), "loss": p["eval_loss"].to_numpy(float),
+        "loss_se": p["eval_loss_se"].to_numpy(float), "group": p["variant"].to_numpy(str),
+        "config": p["config"].to_numpy(str), "run_id": p["run_id"].to_numpy(str),
+        "n_llm": p["n_params_llm"].to_numpy(float), "n_vision": p["n_params_vision"].to_numpy(float),
+    })
+
+
+def load_csv(path, n_col: str, loss_col: str, d_col: str | None = None, c_col: str | None = None,
+             group_col: str | None = None, drop_top_loss: int = 0) -> tuple[pd.DataFrame, list[dict]]:
+    """CSV of points -> (fit frame, dropped rows). D = C/(6N) without --d; C = 6ND without --c."""
+    path = Path(path)
+    if not path.is_file():
+        raise FitError(f"CSV file not found: {path}")
+    if d_col is None and c_col is None:
+        raise FitError("need a data column (--d) or a compute column (--c) to know D")
+    try:
+        raw = pd.read_csv(path)
+    except (ValueError, OSError) as e:
+        raise FitError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    wanted = [c for c in (n_col, loss_col, d_col, c_col, group_col) if c is not None]
+    missing = [c for c in wanted if c not in raw.columns]
+    if missing:
+        have = ", ".join(repr(c) for c in raw.columns[:12])
+        raise FitError(f"{path.name} lacks column(s) {', '.join(map(repr, missing))} (has {have})")
+    num = {c: pd.to_numeric(raw[c], errors="coerce").to_numpy(float) for c in wanted if c != group_col}
+    N, loss = num[n_col], num[loss_col]
+    D = num[d_col] if d_col else num[c_col] / (6.0 * N)
+    C = num[c_col] if c_col else 6.0 * N * D
+    frame = pd.DataFrame({
+        "N": N, "D": D, "C": C, "loss": loss, "loss_se": np.nan,
+        "group": raw[group_col].astype(str).to_numpy() if group_col else "all",
+        "config": [f"N={v:.3g}" for v in N], "run_id": [f"row{i}" for i in range(len(raw))],
+        "n_llm": np.nan, "n_vision": np.nan,
+    })
+    dropped = []
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(frame[["N", "D", "C", "loss"]].to_numpy()).all(axis=1)
+        ok &= (frame[["N", "D", "C", "loss"]].to_numpy() > 0).all(axis=1)
+    for i in np.flatnonzero(~ok):
+        dropped.append({"run_id": f"row{i}", "reason": f"non-finite or non-positive value (loss={loss[i]})"})
+    frame = frame[ok]
+    if frame.empty:
+        raise FitError(f"{path.name}: no rows with finite, positive N, D, C and loss")
+    if drop_top_loss:
+        if drop_top_loss >= len(frame):
+            raise FitError(f"--drop-top-loss {drop_top_loss} would drop all {len(frame)} usable rows")
+        top = frame.sort_values("loss", ascending=False, kind="stable").index[:drop_top_loss]
+        for i in top:
+            dropped.append({"run_id": f"row{i}", "reason": f"among the {drop_top_loss} highest losses (--drop-top-loss)"})
+        frame = frame.drop(top)
+    return frame.reset_index(drop=True), dropped

@@ -1,0 +1,161 @@
+"""Derived laws on synthetic two-variant data with a known answer; helpers; the CSV CLI."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import brentq
+
+from fitting import bootstrap, derived, isoflop
+from fitting.fitset import FitSet, compute_frontier
+from fitting.laws import inverse_lc
+
+CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"
+# foveated: lower loss at small compute, higher floor -> the curves cross inside the data range
+TRUE = {"foveated": {"E": 2.0, "A": 150.0, "alpha": 0.15}, "baseline": {"E": 1.6, "A": 900.0, "alpha": 0.18}}
+
+
+def _lc(p, C):
+    return p["E"] + p["A"] * C ** -p["alpha"]
+
+
+@pytest.fixture(scope="module")
+def two_variants():
+    rng = np.random.default_rng(2)
+    C = np.geomspace(1e15, 1e21, 20)
+    rows = []
+    for g, p in TRUE.items():
+        for i, c in enumerate(C):
+            rows.append({"N": 1e8, "D": c / 6e8, "C": c, "loss": _lc(p, c) * np.exp(rng.normal(0, 0.002)),
+                         "loss_se": np.nan, "group": g, "config": "S-S", "run_id": f"{g}{i}",
+                         "n_llm": 8e7, "n_vision": 2e7})
+    fs = FitSet(pd.DataFrame(rows))
+    ctx = derived.context(fs.frame)
+    return fs, ctx, bootstrap.bootstrap(fs, ctx, n=150, seed=0)
+
+
+def test_crossover_recovered(two_variants):
+    fs, ctx, boot = two_variants
+    diff = lambda lc: _lc(TRUE["foveated"], np.exp(lc)) - _lc(TRUE["baseline"], np.exp(lc))  # noqa: E731
+    true_c = np.exp(brentq(diff, np.log(1e15), np.log(1e21)))
+    got = derived.summarize(fs.current(), ctx)["crossover|C"]
+    assert got == pytest.approx(true_c, rel=0.5)
+    lo, hi = boot["crossover|C"]["ci95"]
+    assert lo <= true_c <= hi
+    rep = derived.crossover_report(fs.ok("L(C)", "foveated").params("foveated"),
+                                   fs.ok("L(C)", "baseline").params("baseline"), ctx)
+    assert rep["lower_loss_at_low_compute"] == "foveated" and rep["lower_loss_at_data_max"] == "baseline"
+
+
+def test_efficiency_multiplier_recovered(two_variants):
+    fs, ctx, boot = two_variants
+    grid = ctx["C_grid"]
+    true_m = inverse_lc(TRUE["baseline"], _lc(TRUE["foveated"], grid)) / grid
+    got = derived.summarize(fs.current(), ctx)["multiplier|ref_to_match_treat"]
+    i = 1  # well below the crossover: the baseline needs several times the compute
+    assert true_m[i] > 2
+    assert got[i] == pytest.approx(true_m[i], rel=0.25)
+    lo, hi = (np.asarray(v)[i] for v in boot["multiplier|ref_to_match_treat"]["ci95"])
+    assert lo <= true_m[i] <= hi
+    # past the crossover the baseline needs less than C to match the foveated loss
+    assert got[-1] < 1
+
+
+def test_efficiency_is_inverse_consistent():
+    p_t, p_r = TRUE["foveated"], TRUE["baseline"]
+    C = np.geomspace(1e15, 1e17, 5)
+    m_t, m_r = derived.efficiency(p_t, p_r, C)
+    # the baseline at m_t * C reaches exactly the foveated loss at C
+    assert np.allclose(_lc(p_r, m_t * C), _lc(p_t, C), rtol=1e-10)
+    assert np.all(np.isfinite(m_r))
+
+
+def test_no_crossover_reports_range():
+    p_t = {"E": 1.0, "A": 100.0, "alpha": 0.2}
+    p_r = {"E": 1.2, "A": 200.0, "alpha": 0.2}
+    assert derived.crossovers(p_t, p_r, 1e10, 1e20) == []
+
+
+def test_frontier_and_buckets():
+    C = np.array([1.0, 2.0, 2.0, 3.0, 4.0])
+    loss = np.array([5.0, 4.0, 3.0, 3.5, 2.0])
+    assert compute_frontier(C, loss).tolist() == [True, False, True, False, True]
+    b = isoflop.buckets(np.array([1e18, 1.1e18, 1e19, 1.2e19, 5e19]))
+    assert b.tolist() == [0, 0, 1, 1, 2]
+
+
+def test_isoflop_recovers_optimum():
+    rows = []
+    for c in (1e18, 1e19, 1e20):
+        for n in np.geomspace(1e7, 1e10, 9):
+            d = c / (6 * n)
+            rows.append((n, c, 1.7 + 400 / n**0.34 + 400 / d**0.28))
+    N, C, L = map(np.array, zip(*rows))
+    res = isoflop.fit_isoflop(N, C, L)
+    assert res["a"] == pytest.approx(0.28 / (0.34 + 0.28), abs=0.05)
+    with pytest.raises(Exception, match="3 model sizes"):
+        isoflop.fit_isoflop(N[:2], C[:2], L[:2])
+
+
+def test_iso_loss_interpolates_on_ascending_x():
+    f = pd.DataFrame({"group": "g", "config": "a", "N": 1e6, "C": [1e10, 1e11, 1e12], "loss": [4.0, 3.0, 2.0]})
+    f = pd.concat([f, f.assign(config="b", N=2e6, C=f["C"] * 2)])
+    iso = derived.iso_loss(f, n_levels=1)
+    row = iso[iso["config"] == "a"].iloc[0]
+    # loss level sqrt(2*4)=2.83 lies between 3 (1e11) and 2 (1e12): log-linear interpolation
+    want = np.exp(np.interp(row["loss_level"], [2.0, 3.0], np.log([1e12, 1e11])))
+    assert row["C"] == pytest.approx(want) and 1e11 < row["C"] < 1e12
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "fitting", "csv", *map(str, args)], capture_output=True, text=True)
+
+
+def test_csv_cli_chinchilla(tmp_path):
+    r = _cli(CHINCHILLA, "--n", "Model Size", "--c", "Training FLOP", "--loss", "loss",
+             "--drop-top-loss", "5", "--bootstrap", "20", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    p = fits["laws"]["L(N,D)"]["all"]["params"]
+    assert p["alpha"] == pytest.approx(0.3473, abs=0.002) and fits["laws"]["L(N,D)"]["all"]["n_points"] == 240
+    assert len(fits["dropped"]) == 5
+    assert (tmp_path / "report.md").read_text().count("--drop-top-loss") == 5
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+def test_csv_cli_missing_column(tmp_path):
+    r = _cli(CHINCHILLA, "--n", "params", "--c", "Training FLOP", "--loss", "loss", "--out", tmp_path)
+    _one_line_error(r, "'params'")
+
+
+def test_csv_cli_bad_rows_dropped_and_listed(tmp_path):
+    rng = np.random.default_rng(0)
+    N, D = (a.ravel() for a in np.meshgrid([1e7, 3e7, 1e8, 3e8], [1e8, 1e9, 1e10]))
+    loss = 1.7 + 400 / N**0.34 + 600 / D**0.3 + rng.normal(0, 0.005, N.size)
+    loss[[0, 1, 2]] = [np.nan, np.inf, -1.0]
+    pd.DataFrame({"N": N, "D": D, "loss": loss}).to_csv(tmp_path / "p.csv", index=False)
+    r = _cli(tmp_path / "p.csv", "--n", "N", "--d", "D", "--loss", "loss", "--bootstrap", "0", "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    fits = json.loads((tmp_path / "o" / "fits.json").read_text())
+    assert sorted(d["run_id"] for d in fits["dropped"]) == ["row0", "row1", "row2"]
+    assert fits["laws"]["L(N,D)"]["all"]["n_points"] == N.size - 3
+
+
+def test_csv_cli_all_bad_and_impossible_fit(tmp_path):
+    pd.DataFrame({"N": [1e7, 1e8], "D": [1e9, 1e9], "loss": [np.nan, 0.0]}).to_csv(tmp_path / "bad.csv", index=False)
+    _one_line_error(_cli(tmp_path / "bad.csv", "--n", "N", "--d", "D", "--loss", "loss"), "no rows")
+    D = np.geomspace(1e8, 1e10, 10)
+    pd.DataFrame({"N": 1e8, "D": D, "loss": 2 + 600 / D**0.3}).to_csv(tmp_path / "one.csv", index=False)
+    _one_line_error(_cli(tmp_path / "one.csv", "--n", "N", "--d", "D", "--loss", "loss", "--out", tmp_path / "o"),
+                    "not identifiable")
+    _one_line_error(_cli(tmp_path / "one.csv", "--n", "N", "--loss", "loss"), "--d", "--c")
