@@ -14,7 +14,7 @@ from scipy.optimize import brentq
 
 from fitting import isoflop
 from fitting.errors import FitError
-from fitting.laws import fit_law, inverse_lc, optimal_allocation
+from fitting.laws import allocation_constant, fit_law, inverse_lc, optimal_allocation
 
 TREATMENT, REFERENCE = "foveated", "baseline"
 
@@ -85,9 +85,9 @@ def summarize(fits: dict, ctx: dict) -> dict:
         p = fit.params(g)
         a, b = p["alpha"], p["beta"]
         n_opt, d_opt = optimal_allocation(p, grid, ctx["flops_per_nd"][g])
-        out[f"allocation|{g}|N_exponent"] = b / (a + b)
-        out[f"allocation|{g}|D_exponent"] = a / (a + b)
-        out[f"allocation|{g}|G"] = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
+        out[f"allocation|{g}|N_exponent"] = b / (a + b) if a + b > 0 else float("nan")
+        out[f"allocation|{g}|D_exponent"] = a / (a + b) if a + b > 0 else float("nan")
+        out[f"allocation|{g}|G"] = allocation_constant(p)
         out[f"allocation|{g}|N_opt"] = n_opt
         out[f"allocation|{g}|D_opt"] = d_opt
     pr = ctx["pair"]

@@ -130,6 +130,15 @@ def fit_law(law: str, features, loss, groups=None, delta: float = engine.DELTA, 
 # -- closed forms derived from a fitted L(N,D) -------------------------------------------------
 
 
+def allocation_constant(p: dict[str, float]) -> float:
+    """G = (alpha A / (beta B))^(1/(alpha+beta)); NaN when an exponent is 0 (a flat direction
+    of the fit, which a bootstrap refit can land on: there is no trade-off to optimise)."""
+    a, b = p["alpha"], p["beta"]
+    if not (a > 0 and b > 0):
+        return float("nan")
+    return (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
+
+
 def optimal_allocation(p: dict[str, float], C, flops_per_nd: float = 6.0):
     """Compute-optimal N and D for budgets C under C = k*N*D (k = 6 for a dense LM).
 
@@ -137,7 +146,10 @@ def optimal_allocation(p: dict[str, float], C, flops_per_nd: float = 6.0):
     N_opt = G (C/k)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta)).
     """
     a, b = p["alpha"], p["beta"]
-    G = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
+    G = allocation_constant(p)
+    if np.isnan(G):
+        nan = np.full(np.shape(C), np.nan)
+        return nan, nan
     budget = np.asarray(C, float) / flops_per_nd
     n_opt = G * budget ** (b / (a + b))
     return n_opt, budget / n_opt
@@ -147,6 +159,8 @@ def inverse_lc(p: dict[str, float], loss):
     """Compute at which L(C) = E + A C^-alpha reaches `loss` (inf where loss <= E)."""
     loss = np.asarray(loss, float)
     gap = loss - p.get("E", 0.0)
+    if not p["alpha"] > 0:  # a flat law (a bootstrap refit can land there): E + A at any compute
+        return np.where(gap >= p["A"], 0.0, np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = (p["A"] / gap) ** (1.0 / p["alpha"])
     return np.where(gap > 0, c, np.inf)

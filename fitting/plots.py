@@ -162,6 +162,8 @@ def _iso_loss(fig, ax, fs, ctx, fits, boot):
         if fit is None or not levels:
             continue
         p = fit.params(g)
+        if not p["beta"] > 0:  # data never helps: no iso-loss trade-off to draw
+            continue
         n = np.geomspace(fs.frame["N"].min() / 3, fs.frame["N"].max() * 3, 200)
         for lev in levels:
             gap = lev - p["E"] - p["A"] * n ** -p["alpha"]

@@ -22,7 +22,7 @@ PHASE_SETTINGS = dict(
 # Tiny models on 2 CPU cores: 4 frames x 56 px (4x4 patches), one global batch of 16.
 # Random-init backbones train at the connector's learning rate.
 SMOKE_SETTINGS = dict(
-    frames=4, image_size=56, text_len=16, global_batch=16, micro_batch=16, lr=3e-3, lr_backbone=3e-3,
+    frames=4, image_size=56, text_len=16, global_batch=16, micro_batch=16, lr=5e-3, lr_backbone=5e-3,
     precision="fp32", init="random", dataset="synthetic", dataset_size=2048, eval_size=256,
     query_dim=32, warmup_steps=10,
 )
@@ -40,8 +40,8 @@ class Grid:
 
 
 GRIDS: dict[str, Grid] = {
-    "smoke": Grid("smoke", "offline CPU check: 2 tiny sizes x 2 variants x 3 step counts",
-                  ("T1-T1", "T2-T2"), (200, 400, 800), SMOKE_SETTINGS, plan_batches=False),
+    "smoke": Grid("smoke", "offline CPU check: 3 tiny sizes x 2 variants x 3 step counts",
+                  ("T1-T1", "T1-T2", "T2-T2"), (150, 300, 600), SMOKE_SETTINGS, plan_batches=False),
     "phase1": Grid("phase1", "core comparison at S-S (135M + dinov2-small)", ("S-S",), SEED_STEPS, PHASE_SETTINGS),
     "phase2": Grid("phase2", "LLM size scaling: M-S (360M + dinov2-small)", ("M-S",), SEED_STEPS, PHASE_SETTINGS),
     "phase3": Grid("phase3", "vision encoder scaling: S-B (135M + dinov2-base)", ("S-B",), SEED_STEPS, PHASE_SETTINGS),

@@ -159,3 +159,15 @@ def test_csv_cli_all_bad_and_impossible_fit(tmp_path):
     _one_line_error(_cli(tmp_path / "one.csv", "--n", "N", "--d", "D", "--loss", "loss", "--out", tmp_path / "o"),
                     "not identifiable")
     _one_line_error(_cli(tmp_path / "one.csv", "--n", "N", "--loss", "loss"), "--d", "--c")
+
+
+def test_flat_laws_give_infinite_compute_not_a_crash():
+    """A bootstrap refit can land on alpha = 0 (a flat L(C)); derived quantities must survive it."""
+    import numpy as np
+
+    from fitting.laws import inverse_lc, optimal_allocation
+
+    flat = {"E": 1.0, "A": 0.5, "alpha": 0.0}
+    assert inverse_lc(flat, [1.2, 1.5, 2.0]).tolist() == [np.inf, 0.0, 0.0]
+    n, d = optimal_allocation({"A": 1.0, "B": 1.0, "alpha": 0.0, "beta": 0.3}, [1e20, 1e21])
+    assert np.isnan(n).all() and np.isnan(d).all()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search_spaces.grids import expand, param_space
+from search_spaces.grids import GRIDS, expand, param_space
 from search_spaces.sizes import ConfigError
 from trainables import checkpoint as ckpt
 
@@ -64,17 +64,18 @@ def short_trial(variant="baseline", steps=30, **kw):
 
 
 def test_trial_learns_to_look_reports_metrics_and_checkpoints(ray_session, tmp_path):
-    """The smoke recipe's 800-step baseline: vision must matter after training (true frames
+    """The smoke grid's longest baseline trial: vision must matter after training (true frames
     beat frames shuffled across clips), every listed metric is reported, checkpoints hold it all."""
-    (trial,) = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[800],
-                      overrides={"milestones": [400]})
+    longest = max(GRIDS["smoke"].steps)
+    (trial,) = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[longest],
+                      overrides={"milestones": [longest // 2]})
     (result,) = run([trial], tmp_path, "vision")
     assert result.error is None, result.error
     rows = history(result)
-    assert [r["step"] for r in rows] == [400, 800]
+    assert [r["step"] for r in rows] == [longest // 2, longest]
     last = rows[-1]
     assert REQUIRED_METRICS <= set(last)
-    assert last["samples"] == 800 * trial.global_batch
+    assert last["samples"] == longest * trial.global_batch
     assert last["flops"] == pytest.approx(last["flops_per_sample"] * last["samples"])
     assert rows[0]["eval_loss"] > last["eval_loss"]
     gap = last["eval_loss_shuffled_frames"] - last["eval_loss"]
@@ -85,7 +86,7 @@ def test_trial_learns_to_look_reports_metrics_and_checkpoints(ray_session, tmp_p
         saved = json.loads(Path(d, "trial_config.json").read_text())
         assert saved == trial.to_dict()
         state = torch.load(Path(d, "trainer_state.pt"), weights_only=True)
-        assert state["step"] == 800 and state["data"]["epoch"] >= 1
+        assert state["step"] == longest and state["data"]["epoch"] >= 1
 
 
 @pytest.mark.parametrize("offload", [False, True], ids=["zero2", "zero2-offload"])
