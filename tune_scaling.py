@@ -35,6 +35,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     narrow.add_argument("--frames-column")
     narrow.add_argument("--text-column")
     narrow.add_argument("--seed", type=int)
+    narrow.add_argument("--schedule", choices=("cosine", "wsd"), default="cosine",
+                        help="cosine: one trial per step count; wsd: one stable run per (variant, config) "
+                        "+ a cooldown trial per step count forked from its checkpoints (default cosine)")
+    narrow.add_argument("--cooldown-frac", type=float, default=0.2, help="wsd: share of each step count spent "
+                        "decaying (default 0.2)")
+    narrow.add_argument("--cooldown-shape", choices=("linear", "1-sqrt"), default="linear",
+                        help="wsd: decay shape (default linear)")
+    narrow.add_argument("--milestones", help="comma-separated steps at which every trial also evaluates and "
+                        "checkpoints (each trial uses those below its step count), e.g. 100,300")
+    narrow.add_argument("--deterministic", action="store_true",
+                        help="deterministic kernels: a resumed trial continues bit-identically (slower on GPU)")
     plan = p.add_argument_group("planning")
     plan.add_argument("--dry-run", action="store_true", help="print the per-trial cost/memory plan; start nothing")
     plan.add_argument("--gpu-mem", type=float, default=24.0, help="GPU memory budget in GiB (default 24, an RTX 4090)")
@@ -42,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     plan.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation for GPU-hours")
     plan.add_argument("--format", choices=("table", "json"), default="table")
     ray_ = p.add_argument_group("ray")
-    ray_.add_argument("--address", help="join a Ray cluster: 'auto' or ray://host:10001")
+    ray_.add_argument("--address", help="join a Ray cluster: 'auto', HEAD_IP:6379 or ray://host:10001 "
+                      "(an unreachable address is an error after a 5 s probe)")
     ray_.add_argument("--gpus-per-trial", type=float, help="default: 1 with CUDA, else 0")
     ray_.add_argument("--cpus-per-trial", type=float, default=1.0)
     ray_.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
@@ -50,6 +62,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ray_.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept per trial")
     ray_.add_argument("--no-fit", action="store_true", help="skip the fitting step after the sweep")
     ray_.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples in the fitting step")
+    mon = p.add_argument_group("monitoring")
+    mon.add_argument("--dashboard", action="store_true",
+                     help="start Ray's dashboard (token auth on: `ray get-auth-token`); local Ray only")
+    mon.add_argument("--dashboard-host", default="127.0.0.1",
+                     help="address the dashboard binds to (default 127.0.0.1: loopback only)")
+    mon.add_argument("--plot-interval", type=float, default=15.0,
+                     help="seconds between live_scaling.png redraws (always redrawn when a trial ends)")
+    lr = p.add_argument_group("learning-rate search (Optuna, one short study per variant x config)")
+    lr.add_argument("--lr-search", action="store_true",
+                    help="search lr per (variant, config) and write <storage>/<name>_lr_search/best_lr.json")
+    lr.add_argument("--lr-trials", type=int, default=8, help="Optuna samples per (variant, config) (default 8)")
+    lr.add_argument("--lr-steps", type=int, help="steps per search trial (default: the grid's smallest)")
+    lr.add_argument("--lr-min", type=float, default=1e-4, help="lower end of the log-uniform lr range")
+    lr.add_argument("--lr-max", type=float, default=1e-2, help="upper end of the log-uniform lr range")
+    lr.add_argument("--lr-from", metavar="FILE", help="train the grid with the learning rates in a best_lr.json")
     return p.parse_args(argv)
 
 
@@ -69,18 +96,39 @@ def build_trials(args: argparse.Namespace):
     }.items() if v is not None}
     if args.gpu_mem <= 0:
         raise ConfigError(f"--gpu-mem must be positive, got {args.gpu_mem}")
-    return expand(args.grid, _csv(args.configs), _csv(args.variants), _csv(args.steps, int), overrides, args.gpu_mem)
+    if args.deterministic:
+        overrides["deterministic"] = True
+    trials = expand(args.grid, _csv(args.configs), _csv(args.variants), _csv(args.steps, int), overrides, args.gpu_mem)
+    milestones = _csv(args.milestones, int)
+    if milestones:
+        trials = [t.replace(milestones=tuple(m for m in milestones if m < t.steps)) for t in trials]
+    return trials
 
 
 def dry_run(args, trials) -> int:
     from search_spaces.planner import dry_run_rows, dry_run_totals, format_table
+    from search_spaces.wsd import comparison_line, schedule_comparison, wsd_families
 
-    rows = dry_run_rows(trials, gpu_mem_gib=args.gpu_mem, gpu_name=args.gpu_name, mfu_assumption=args.mfu)
+    def plan(ts):
+        return dry_run_rows(ts, gpu_mem_gib=args.gpu_mem, gpu_name=args.gpu_name, mfu_assumption=args.mfu)
+
+    rows = cosine_rows = plan(trials)
+    try:  # the table is the chosen schedule's trials; the last line compares both schedules' compute
+        wsd_rows = plan([t for f in wsd_families(trials, args.cooldown_frac, args.cooldown_shape) for t in f.trials()])
+        comparison, line = schedule_comparison(cosine_rows, wsd_rows, args.cooldown_frac), None
+    except ConfigError as e:
+        if args.schedule == "wsd":
+            raise
+        comparison, line = {"wsd_error": str(e)}, f"wsd: not applicable to this grid ({e})"
+    if args.schedule == "wsd":
+        rows = wsd_rows
     totals = dry_run_totals(rows, args.gpu_mem, args.gpu_name)
     if args.format == "json":
-        print(json.dumps({"grid": args.grid, "trials": rows, "totals": totals}, indent=2))
+        print(json.dumps({"grid": args.grid, "schedule": args.schedule, "trials": rows, "totals": totals,
+                          "schedules": comparison}, indent=2))
     else:
         print(format_table(rows, totals))
+        print(line or comparison_line(comparison))
     return 0
 
 
@@ -93,13 +141,22 @@ def list_grids() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the "resume with:" hint
     try:
         if args.list_grids:
             return list_grids()
         get_grid(args.grid)
         trials = build_trials(args)
+        if args.lr_from:
+            from sweep.lr_search import apply_lrs
+
+            trials = apply_lrs(trials, args.lr_from)
         if args.dry_run:
             return dry_run(args, trials)
+        if args.lr_search:
+            from sweep.lr_search import run_lr_search
+
+            return run_lr_search(args, trials)
         from sweep.launch import run_sweep
 
         return run_sweep(args, trials)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,22 @@ from fitting.errors import FitError
 
 POINT_COLUMNS = [
     "variant", "config", "n_params", "n_params_llm", "n_params_vision", "samples", "tokens",
-    "flops", "eval_loss", "eval_loss_se", "step", "trial_steps", "schedule", "run_id", "group",
+    "flops", "eval_loss", "eval_loss_se", "step", "trial_steps", "schedule", "run_id", "group", "wsd_phase",
 ]
 # Without these a trial cannot become fit points; the rest are filled with NaN / "unknown".
 REQUIRED = ["variant", "config", "step", "samples", "flops", "eval_loss", "n_params"]
 # Keys a report row may lack but the trial's config (params.json) knows.
-FROM_CONFIG = {"variant": "variant", "config": "config", "trial_steps": "steps", "schedule": "schedule"}
+FROM_CONFIG = {"variant": "variant", "config": "config", "trial_steps": "steps", "schedule": "schedule",
+               "wsd_phase": "wsd_phase"}
+TEXT_COLUMNS = ("variant", "config", "schedule", "run_id", "group", "wsd_phase")
 
 
 def _trial_status(exp_dir: Path) -> dict[str, str]:
-    """trial dir name -> last status recorded by Tune (newest experiment_state file wins)."""
-    states = sorted(glob.glob(str(exp_dir / "experiment_state-*.json")), key=os.path.getmtime)
+    """trial dir name -> last status recorded by Tune (newest experiment_state file wins).
+
+    Newest by name (the timestamp in it), as Ray's own restore does: after a resume Ray may
+    re-upload an older state file, whose mtime is then the newest."""
+    states = sorted(glob.glob(str(exp_dir / "experiment_state-*.json")))
     if not states:
         return {}
     try:
@@ -148,12 +152,13 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
     raw = pd.concat(frames, ignore_index=True)
     for col in POINT_COLUMNS:
         if col not in raw.columns:
-            raw[col] = "unknown" if col == "schedule" else np.nan
+            raw[col] = {"schedule": "unknown", "wsd_phase": ""}.get(col, np.nan)
     raw["group"] = raw["variant"]
+    raw["wsd_phase"] = raw["wsd_phase"].fillna("")
     pts = raw[POINT_COLUMNS].copy()
-    for col in ("variant", "config", "schedule", "run_id", "group"):
+    for col in TEXT_COLUMNS:
         pts[col] = pts[col].astype(str)
-    for col in set(POINT_COLUMNS) - {"variant", "config", "schedule", "run_id", "group"}:
+    for col in set(POINT_COLUMNS) - set(TEXT_COLUMNS):
         pts[col] = pd.to_numeric(pts[col], errors="coerce").astype(float)
     pts["trial_steps"] = pts["trial_steps"].fillna(pts.groupby("run_id")["step"].transform("max"))
     return pts.sort_values(["variant", "config", "run_id", "step"]).reset_index(drop=True), dropped
@@ -165,10 +170,15 @@ def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
     Only end-of-schedule evaluations are fit points: under a decaying (cosine, WSD) schedule an
     intermediate milestone has not had its learning-rate decay and sits above the loss that a
     run planned for that many steps would reach. With a constant schedule every milestone counts.
+    A WSD stable trial's rows are never points, its last one included (step == its own
+    trial_steps, but its LR never decayed): each step count's point is the end of its cooldown
+    trial (schedule "wsd", wsd_phase "cooldown").
     D defaults to samples: both variants see the same samples, while their token counts differ
     by design (1 vs 16 visual tokens per frame), so samples compare like with like.
     """
     final = (points["step"] >= points["trial_steps"]) | (points["schedule"] == "constant")
+    if "wsd_phase" in points:  # tables written before WSD have no such column
+        final &= points["wsd_phase"] != "stable"
     p = points[final]
     return pd.DataFrame({
         "N": p["n_params"].to_numpy(float), "D": p[d_col].to_numpy(float),

@@ -168,6 +168,7 @@ def dry_run_rows(
     """
     if not 0 < mfu_assumption <= 1:
         raise ConfigError(f"mfu assumption must lie in (0, 1], got {mfu_assumption}")
+    from search_spaces.wsd import trained_steps
     from trainables.memory import param_counts_for
 
     peak = _peak_flops(gpu_name)
@@ -176,16 +177,18 @@ def dry_run_rows(
         plan = plan_trial(cfg, gpu_mem_gib, vocab_size)
         n = param_counts_for(cfg, vocab_size)
         fps = _flops_per_sample((cfg.variant, cfg.config, cfg.frames, cfg.text_len, cfg.image_size, cfg.query_dim), vocab_size)
-        samples = cfg.steps * cfg.global_batch
+        steps = trained_steps(cfg)  # a WSD cooldown trains only from its fork on
+        samples = steps * cfg.global_batch
         rate = _measured_rate(samples_per_s, cfg)
         if rate is not None:
             seconds = samples / rate
         else:
             seconds = samples * fps / (peak * mfu_assumption)
             seconds *= RECOMPUTE_TIME if plan.grad_checkpointing else 1.0
-            seconds += cfg.steps * n.total * OFFLOAD_S_PER_PARAM if plan.offload else 0.0
+            seconds += steps * n.total * OFFLOAD_S_PER_PARAM if plan.offload else 0.0
         rows.append({
             "trial": cfg.trial_name, "variant": cfg.variant, "config": cfg.config, "steps": cfg.steps,
+            "wsd_phase": cfg.wsd_phase, "trained_steps": steps,
             "global_batch": cfg.global_batch, "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum,
             "offload": plan.offload, "grad_checkpointing": plan.grad_checkpointing,
             "n_params": n.total, "n_params_llm": n.llm_non_embedding, "n_params_vision": n.vision,
@@ -213,7 +216,8 @@ def _si(x: float) -> str:
 
 
 _COLUMNS = (  # header, row key, formatter
-    ("variant", "variant", str), ("config", "config", str), ("steps", "steps", str),
+    ("variant", "variant", str), ("config", "config", str),
+    ("steps", None, lambda r: f"{r['steps']}" + (f" {r['wsd_phase']}" if r.get("wsd_phase") else "")),
     ("GB", "global_batch", str), ("mb x acc", None, lambda r: f"{r['micro_batch']} x {r['grad_accum']}"),
     ("offload", "offload", lambda v: "yes" if v else "-"), ("ckpt", "grad_checkpointing", lambda v: "yes" if v else "-"),
     ("N", "n_params", _si), ("N_llm", "n_params_llm", _si), ("N_vit", "n_params_vision", _si),

@@ -18,6 +18,11 @@ from search_spaces.sizes import VARIANTS, ConfigError, LLMSize, ViTSize, parse_c
 FAULT_KINDS = ("raise", "kill", "nan", "oom")
 
 
+def wsd_fork_step(steps: int, cooldown_frac: float) -> int:
+    """Where a WSD run of `steps` steps starts its decay; the one rounding rule every part uses."""
+    return round(steps * (1.0 - cooldown_frac))
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     variant: str  # "foveated" | "baseline"
@@ -30,8 +35,16 @@ class TrialConfig:
     lr: float = 1e-3  # connector / new parameters
     lr_backbone: float = 1e-4  # LLM and ViT
     warmup_steps: int = -1  # -1: 5% of steps (at least 1)
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # "cosine" | "constant" | "wsd" (warmup-stable-decay)
     min_lr_ratio: float = 0.1
+    # WSD (issue 9): one "stable" trial per (variant, config) runs warmup + constant LR to the
+    # last fork point; one "cooldown" trial per step count forks from its checkpoint at
+    # fork_step = round(steps * (1 - cooldown_frac)) and decays to min_lr_ratio by `steps`.
+    # wsd_phase "" with schedule "wsd" is a standalone run with its decay at the end.
+    wsd_phase: str = ""  # "" | "stable" | "cooldown"
+    cooldown_frac: float = 0.2
+    cooldown_shape: str = "linear"  # "linear" | "1-sqrt"
+    fork_from: str = ""  # cooldown: the stable trial's checkpoint directory at fork_step
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
@@ -84,8 +97,9 @@ class TrialConfig:
             raise ConfigError(f"init must be 'random' or 'pretrained', got {self.init!r}")
         if self.precision not in ("bf16", "fp32"):
             raise ConfigError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.schedule not in ("cosine", "constant", "wsd"):
+            raise ConfigError(f"schedule must be 'cosine', 'constant' or 'wsd', got {self.schedule!r}")
+        self._check_wsd()
         _, vit = parse_config_id(self.config)
         if self.image_size % vit.patch:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of the patch size {vit.patch}")
@@ -99,7 +113,38 @@ class TrialConfig:
         if self.fault and not re.fullmatch(rf"({'|'.join(FAULT_KINDS)})@\d+", self.fault):
             raise ConfigError(f"fault must look like 'nan@12' with kind in {FAULT_KINDS}, got {self.fault!r}")
 
+    def _check_wsd(self) -> None:
+        if self.wsd_phase not in ("", "stable", "cooldown"):
+            raise ConfigError(f"wsd_phase must be '', 'stable' or 'cooldown', got {self.wsd_phase!r}")
+        if self.wsd_phase and self.schedule != "wsd":
+            raise ConfigError(f"wsd_phase {self.wsd_phase!r} needs schedule 'wsd', got {self.schedule!r}")
+        if self.fork_from and self.wsd_phase != "cooldown":
+            raise ConfigError("fork_from is only for a WSD cooldown trial (wsd_phase 'cooldown')")
+        if not 0 < self.cooldown_frac < 1:
+            raise ConfigError(f"cooldown_frac must lie in (0, 1), got {self.cooldown_frac}")
+        if self.cooldown_shape not in ("linear", "1-sqrt"):
+            raise ConfigError(f"cooldown_shape must be 'linear' or '1-sqrt', got {self.cooldown_shape!r}")
+        if self.schedule != "wsd":
+            return
+        # the stable trial and its cooldowns must share one LR curve up to each fork, so the
+        # warmup cannot default to a fraction of each trial's own step count
+        if self.wsd_phase and self.warmup_steps < 0:
+            raise ConfigError("WSD stable/cooldown trials need an explicit warmup_steps (shared by the family)")
+        if self.wsd_phase == "stable":
+            if self.warmup > self.milestones[0]:
+                raise ConfigError(f"warmup {self.warmup} ends after the first fork point {self.milestones[0]}")
+            return
+        f = self.fork_step
+        if not 1 <= f < self.steps or self.warmup > f:
+            raise ConfigError(f"{self.trial_name}: cooldown_frac {self.cooldown_frac} puts the fork at step {f}; "
+                              f"it must lie in [warmup {self.warmup}, steps {self.steps})")
+
     # -- derived -----------------------------------------------------------------------
+    @property
+    def fork_step(self) -> int:
+        """WSD: the step at which this trial's decay starts (a cooldown trial's first step is fork_step + 1)."""
+        return wsd_fork_step(self.steps, self.cooldown_frac)
+
     @property
     def grad_accum(self) -> int:
         return self.global_batch // self.micro_batch
@@ -122,7 +167,8 @@ class TrialConfig:
     @property
     def trial_name(self) -> str:
         tag = f"_{self.tag}" if self.tag else ""
-        return f"{self.variant}_{self.config}_{self.steps}{tag}"
+        phase = f"_{self.wsd_phase}" if self.wsd_phase else ""
+        return f"{self.variant}_{self.config}_{self.steps}{phase}{tag}"
 
     # -- (de)serialisation -------------------------------------------------------------
     @classmethod

@@ -39,9 +39,14 @@ def longest_first(trials):
     return sorted(trials, key=lambda t: -t.steps * t.global_batch * trial_flops_per_sample(t, t.sizes[0].vocab_size))
 
 
+def trial_dirname(t: dict, trial_id: str) -> str:
+    """A trial's directory (and display) name; sweep/wsd.py rebuilds fork checkpoint paths with it."""
+    phase = f"_{t['wsd_phase']}" if t.get("wsd_phase") else ""
+    return f"{t['variant']}_{t['config']}_{t['steps']}{phase}_{trial_id}"
+
+
 def _trial_dirname(trial) -> str:
-    t = trial.config["trial"]
-    return f"{t['variant']}_{t['config']}_{t['steps']}_{trial.trial_id}"
+    return trial_dirname(trial.config["trial"], trial.trial_id)
 
 
 def progress_reporter():
@@ -55,7 +60,8 @@ def progress_reporter():
     )
 
 
-def make_trainable(args, use_gpu: bool):
+def make_trainable(args, use_gpu: bool, fn=None):
+    """fn: the function trainable (default train_vlm; the LR search wraps it)."""
     from ray import tune
 
     from trainables.train import train_vlm
@@ -74,7 +80,95 @@ def make_trainable(args, use_gpu: bool):
             res["memory"] = int(estimate_memory(cfg, cfg.sizes[0].vocab_size).host)
         return res
 
-    return tune.with_resources(train_vlm, resources)
+    return tune.with_resources(fn or train_vlm, resources)
+
+
+def read_manifest(exp_dir: str) -> dict | None:
+    path = Path(exp_dir, MANIFEST)
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{path} is unreadable ({type(e).__name__}); pick another --name") from None
+    try:  # fill in fields added to TrialConfig since the launch (with their defaults)
+        from search_spaces.trial import TrialConfig
+
+        trials = [TrialConfig.from_dict(t).to_dict() for t in saved["trials"]]
+    except Exception:  # noqa: BLE001 - a removed or invalid field: compare as written
+        return saved
+    return {**saved, "trials": trials}
+
+
+def resume_hint(args) -> str:
+    """The command that continues this experiment (the user's own arguments plus --resume)."""
+    import shlex
+
+    argv = list(getattr(args, "argv", None) or [])
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return f"interrupted: resume with: python tune_scaling.py {shlex.join(argv)}"
+
+
+def check_dataset(cfg, sample_rows: int = 32) -> None:
+    """Open one trial's real data set as its trials will (trainables.data.pipeline): path, splits,
+    columns, sizes; and decode rows until one works. A few bad rows are fine (skipped and
+    counted in training); none decodable among the first `sample_rows` is a ConfigError."""
+    from glob import glob
+
+    import datasets
+
+    from trainables.data.pipeline import ClipDataset, _split_real
+
+    name = cfg.dataset
+    if name.startswith(("/", ".", "~")) and not glob(name):
+        raise ConfigError(f"dataset path {name} does not exist")
+    parquet = sorted(glob(name) if name.endswith(".parquet") else glob(os.path.join(name, "*.parquet")))
+    if parquet:
+        import pyarrow.parquet as pq
+
+        try:
+            n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in parquet)
+        except Exception as e:  # noqa: BLE001 - not parquet after all
+            raise ConfigError(f"dataset {name!r}: {parquet[0]} is not a readable parquet file ({type(e).__name__})") from None
+        if n_rows == 0:
+            raise ConfigError(f"dataset {name!r}: the train split is empty (0 rows in {len(parquet)} parquet file(s))")
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # the CLI's error must stay one line
+    try:
+        train, _, frames_col, image_col, text_col = _split_real(cfg)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets / pyarrow raise many types for a bad file
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"dataset {name!r} cannot be read ({type(e).__name__}: {first})") from None
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    rows = ClipDataset(train, cfg, None, frames_col, image_col, text_col, name)
+    n = min(len(train), sample_rows)
+    first_error = None
+    for i in range(n):
+        try:
+            rows.frames_of(i)
+            return
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a bad row
+            first_error = first_error or f"row {i}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
+    column = f"frames column {frames_col!r}" if frames_col else f"image column {image_col!r}"
+    raise ConfigError(f"dataset {name!r}: none of the first {n} training rows has a decodable {column} "
+                      f"({first_error})")
+
+
+def preflight_data(trials) -> None:
+    """Check each distinct real data source once, in the driver, before any trial starts."""
+    seen = set()
+    for t in trials:
+        key = (t.dataset, t.image_column, t.frames_column, t.text_column, t.eval_size, t.dataset_seed,
+               t.frames, t.image_size)
+        if t.dataset == "synthetic" or key in seen:
+            continue
+        seen.add(key)
+        check_dataset(t)
 
 
 def run_sweep(args, trials) -> int:
@@ -86,47 +180,81 @@ def run_sweep(args, trials) -> int:
     storage = check_storage(args.storage_path)
     name = args.name or args.grid
     exp_dir = os.path.join(storage, name)
+    families = None
+    if getattr(args, "schedule", "cosine") == "wsd":  # one stable trial + cooldowns per (variant, config)
+        from search_spaces.wsd import wsd_families
+
+        families = wsd_families(trials, args.cooldown_frac, args.cooldown_shape)
+        trials = [t for f in families for t in f.trials()]
     manifest = {"grid": args.grid, "trials": [t.to_dict() for t in trials]}
     exists = "://" not in storage and os.path.isdir(exp_dir) and any(os.scandir(exp_dir))
-    if args.resume and not exists:
-        raise ConfigError(f"--resume: no experiment at {exp_dir}")
+    saved = read_manifest(exp_dir) if exists else None
+    never_started = False
     if exists:
         from ray.tune import Tuner
 
         if not Tuner.can_restore(exp_dir):
-            raise ConfigError(f"{exp_dir} exists but is not a Ray Tune experiment; pick another --name")
-        saved = json.loads(Path(exp_dir, MANIFEST).read_text()) if Path(exp_dir, MANIFEST).exists() else None
-        if saved != manifest:
-            what = f"grid {saved['grid']!r}" if saved else "an unknown grid"
-            raise ConfigError(f"experiment {exp_dir} was launched with {what} and other trials; Ray cannot change "
-                             f"a grid on resume: use a new --name")
+            if saved != manifest:
+                raise ConfigError(f"{exp_dir} exists but is not a Ray Tune experiment; pick another --name")
+            # our own launch, stopped (killed) before Ray saved any experiment state: nothing ran
+            print(f"experiment {exp_dir} was stopped before it started: launching it", flush=True)
+            exists, never_started = False, True
+    if args.resume and not exists and not never_started:
+        raise ConfigError(f"--resume: no experiment at {exp_dir}")
+    if exists and saved != manifest:
+        what = f"grid {saved['grid']!r}" if saved else "an unknown grid"
+        raise ConfigError(f"experiment {exp_dir} was launched with {what} and other trials; Ray cannot change "
+                          f"a grid on resume: use a new --name")
 
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
-             configure_logging=True, logging_level="WARNING")
+    from sweep.callbacks import LiveScalingPlot, live_plot_target
+    from sweep.wsd import wsd_search
+    from sweep.cluster import start_ray, storage_warning, tensorboard_message
+
+    preflight_data(trials)  # a bad --dataset is one line here, not one errored trial per config
+    start_ray(args)  # probes --address first: an unreachable cluster is a one-line error
+    if storage_warning(storage, args.address):
+        print(storage_warning(storage, args.address), flush=True)
     use_gpu = bool(ray.cluster_resources().get("GPU", 0))
     trainable = make_trainable(args, use_gpu)
     if exists:
         print(f"resuming experiment {exp_dir}: finished trials are kept, unfinished ones continue "
               f"from their last checkpoint", flush=True)
+        # the RunConfig (callbacks included) comes back from tuner.pkl, and the live plot's
+        # points from Tune's experiment checkpoint (LiveScalingPlot.get_state)
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
     else:
         os.makedirs(exp_dir, exist_ok=True)
         Path(exp_dir, MANIFEST).write_text(json.dumps(manifest, indent=1))
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space(longest_first(trials)),
+            param_space={} if families else param_space(longest_first(trials)),
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=args.max_concurrent or None,
                 trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
+                **(wsd_search(families, exp_dir) if families else {}),
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=1, progress_reporter=progress_reporter(),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints),
+                callbacks=[LiveScalingPlot(live_plot_target(storage, name),
+                                           min_interval_s=getattr(args, "plot_interval", 15.0), title=name,
+                                           configs=list(dict.fromkeys(t.config for t in trials)))],
+                # WSD keeps every checkpoint: a fork point's must outlive the wait for its cooldown
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if families else args.keep_checkpoints),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
             ),
         )
     print(f"experiment {name}: {len(trials)} trials -> {exp_dir}", flush=True)
-    results = tuner.fit()
+    print(f"live plot: {live_plot_target(storage, name)}\n{tensorboard_message(exp_dir)}", flush=True)
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: Ray skipped its last state snapshot
+        print(resume_hint(args), file=sys.stderr, flush=True)
+        return 130
+    if any(r.error is None and not (r.metrics or {}).get("done") for r in results):
+        # Ray's SIGINT handler stops the run gracefully; fit() returns with trials that never
+        # reported done (Ray's clean-up calls them TERMINATED, so their status does not tell)
+        print(resume_hint(args), file=sys.stderr, flush=True)
+        return 130
     errors = [r for r in results if r.error is not None]
     for r in errors:
         print(f"trial {r.path} failed: {str(r.error).strip().splitlines()[-1]}", file=sys.stderr)

@@ -74,9 +74,32 @@ def make_scheduler(optimizer, cfg: TrialConfig):
 
     if cfg.schedule == "constant":
         return get_constant_schedule_with_warmup(optimizer, cfg.warmup)
+    if cfg.schedule == "wsd":
+        return make_wsd_scheduler(optimizer, cfg)
     return get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, cfg.warmup, cfg.steps, min_lr_rate=cfg.min_lr_ratio
     )
+
+
+def make_wsd_scheduler(optimizer, cfg: TrialConfig):
+    """transformers' WSD LambdaLR for both phases, so LR(t) is the same function before a fork.
+
+    Stable trial: no decay before its end (stable phase longer than the trial). Cooldown (or a
+    standalone WSD run): stable until fork_step, then `cooldown_shape` decay to min_lr_ratio at
+    `steps`. A cooldown restores the stable trial's scheduler state through DeepSpeed's
+    load_checkpoint: LambdaLR.load_state_dict restores last_epoch / base_lrs but keeps the lambda
+    built here (a functools.partial saves an empty __dict__), so from the fork on this trial's own
+    decay applies (tests/test_wsd.py tabulates it). Note transformers' warmup starts at
+    min_lr_ratio x lr, the cosine schedule's at 0.
+    """
+    from transformers import get_wsd_schedule
+
+    if cfg.wsd_phase == "stable":
+        return get_wsd_schedule(optimizer, cfg.warmup, num_decay_steps=0, num_stable_steps=cfg.steps,
+                                min_lr_ratio=cfg.min_lr_ratio)
+    return get_wsd_schedule(optimizer, cfg.warmup, num_decay_steps=cfg.steps - cfg.fork_step,
+                            num_stable_steps=cfg.fork_step - cfg.warmup, decay_type=cfg.cooldown_shape,
+                            min_lr_ratio=cfg.min_lr_ratio)
 
 
 def build_engine(model: torch.nn.Module, param_groups: list[dict], cfg: TrialConfig):

@@ -104,6 +104,17 @@ def evaluate(engine, eval_set, dtype, shuffle_frames: bool = False) -> tuple[flo
     return sums / max(counts, 1), se
 
 
+def _trial_storage() -> tuple:
+    """(trial dir, pyarrow filesystem) of this trial's storage, or (None, None) outside Tune."""
+    try:
+        from ray.train._internal.session import get_session
+
+        storage = get_session().storage
+        return storage.trial_fs_path, storage.storage_filesystem
+    except Exception:  # noqa: BLE001 - private Ray API: without it only Ray's own checkpoint is used
+        return None, None
+
+
 def train_vlm(config: dict) -> None:
     """Ray Tune entry point. `config` is {"trial": <TrialConfig dict>}; or the dict itself."""
     from ray import tune
@@ -127,15 +138,35 @@ def train_vlm(config: dict) -> None:
     peak = peak_flops(device_name)
 
     state = {"step": 0, "samples": 0, "flops": 0.0, "data": None, "history": [], "n_bad_rows": 0}
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as d:
-            state = ckpt.load(d, engine, cfg)
-        print(f"[{cfg.trial_name}] resumed at step {state['step']} (samples {state['samples']})", flush=True)
+    # Ray hands back the newest checkpoint its experiment state knows; the trial's storage dir
+    # may hold a newer one (driver killed before its next snapshot) or that one may be damaged:
+    # continue from the newest loadable one (checkpoint.restore_newest).
+    handed = tune.get_checkpoint()
+    loaded, restored = ckpt.restore_newest(engine, cfg, handed, *_trial_storage(),
+                                           log=lambda m: print(m, flush=True))
+    if loaded is not None:
+        state = loaded
+        print(f"[{cfg.trial_name}] resumed at step {state['step']} (samples {state['samples']}) "
+              f"from {restored}", flush=True)
         if state["history"]:
             # Ray drops a report whose trial dies before the driver has processed it, although
             # its checkpoint survives; re-send the last one (the fitting keeps one row per step).
-            tune.report({**state["history"][-1], "re_reported": True})
+            # Reports after the one Ray checkpointed with (`handed`) may be lost with a killed
+            # driver although a newer checkpoint survived: re-send those too.
+            known = ckpt.checkpoint_step(handed) if handed is not None else 0
+            for m in [m for m in state["history"][:-1] if m["step"] > (state["step"] if known < 0 else known)]:
+                tune.report({**m, "re_reported": True, "resumed_from_step": state["step"]})
+            # resumed_checkpoint: a WSD stable trial resumed from a checkpoint the driver never
+            # saw (restore_newest) must still fork there (sweep/wsd.py)
+            tune.report({**state["history"][-1], "re_reported": True, "resumed_from_step": state["step"],
+                         "resumed_checkpoint": os.path.basename(str(restored).rstrip("/"))})
+    elif cfg.fork_from:
+        # A WSD cooldown's first start: continue the stable trial from its fork checkpoint,
+        # counters included (C = the shared stable FLOPs + this cooldown's). No re-report: the
+        # last report in that history is the stable trial's, not a point of this trial.
+        with tune.Checkpoint(cfg.fork_from).as_directory() as d:
+            state = ckpt.load(d, engine, cfg, fork=True)
+        print(f"[{cfg.trial_name}] forked at step {state['step']} from {cfg.fork_from}", flush=True)
 
     # one-shot faults fire only in a fresh start (a retry from a checkpoint must get past them);
     # a non-finite loss is injected every time, as a real divergence would recur
@@ -148,6 +179,7 @@ def train_vlm(config: dict) -> None:
     first_bad = torch.full((), -1, dtype=torch.long, device=engine.device)
     tokens_per_sample = llm_tokens_per_sample(cfg)
     start = state["step"]
+    print(f"[{cfg.trial_name}] start: training from step {start}", flush=True)  # one line per (re)start
     engine.train()
     for step in range(start + 1, cfg.steps + 1):
         for _ in range(cfg.grad_accum):
@@ -183,13 +215,13 @@ def train_vlm(config: dict) -> None:
         meter.pause(state["samples"])
         metrics = {
             "variant": cfg.variant, "config_id": cfg.config, "trial_name": cfg.trial_name,
-            "schedule": cfg.schedule, "step": step, "trial_steps": cfg.steps,
+            "schedule": cfg.schedule, "wsd_phase": cfg.wsd_phase, "step": step, "trial_steps": cfg.steps,
             "samples": state["samples"], "tokens": state["samples"] * tokens_per_sample,
             "train_loss": float(loss_sum) / max(loss_n, 1), "lr": scheduler.get_last_lr()[0],
             "flops": state["flops"], "flops_per_sample": flops_per_sample,
             "n_params": counts["total"], "n_params_llm": counts["llm_non_embedding"],
             "n_params_vision": counts["vision"], "n_bad_rows": state["n_bad_rows"],
-            "milestone": bool(is_milestone), "master_port": int(os.environ["MASTER_PORT"]), **meter.rates(flops_per_sample, peak), **memory_metrics(),
+            "milestone": bool(is_milestone), "resumed_from_step": start, "master_port": int(os.environ["MASTER_PORT"]), **meter.rates(flops_per_sample, peak), **memory_metrics(),
         }
         loss_sum.zero_()
         loss_n = 0

@@ -1,0 +1,124 @@
+"""Where the study's Ray runs: a local instance (optionally with its dashboard) or a cluster.
+
+`ray_init_kwargs` is the one place that turns the CLI's Ray flags into `ray.init` arguments
+(pure, so tests check it without starting anything). `check_address` probes a cluster address
+with a plain TCP connect before `ray.init`: against an unreachable address Ray itself retries
+for 30 s (ray://) to 60 s (a GCS address, which then aborts the whole process) before failing.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from search_spaces.sizes import ConfigError
+
+DEFAULT_DASHBOARD_HOST = "127.0.0.1"  # loopback only: reach a remote head through an SSH tunnel
+DEFAULT_CLIENT_PORT = 10001  # `ray start --head` default for ray://
+DEFAULT_GCS_PORT = 6379
+PROBE_TIMEOUT_S = 5.0
+
+
+def ray_init_kwargs(args) -> dict:
+    """ray.init(**kwargs) for the CLI's --address / --dashboard / --dashboard-host."""
+    kwargs = dict(address=args.address, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    if args.address:
+        # joining a cluster: its dashboard is the one `ray start --head` started (ray.init's
+        # dashboard arguments only apply to a Ray it starts itself)
+        return kwargs
+    kwargs["include_dashboard"] = bool(getattr(args, "dashboard", False))
+    if kwargs["include_dashboard"]:
+        kwargs["dashboard_host"] = getattr(args, "dashboard_host", None) or DEFAULT_DASHBOARD_HOST
+    return kwargs
+
+
+def resolve_address(address: str) -> tuple[str, int]:
+    """(host, port) to probe for --address: 'auto', 'host:port' (GCS) or 'ray://host[:port]'."""
+    if address == "auto":
+        from ray._private import services
+
+        # RAY_ADDRESS, else the cluster recorded by the last `ray start` on this machine (what
+        # ray.init("auto") reads first). Ray's further fallback, any gcs_server process found by
+        # pgrep, would silently join another user's `ray.init()` session: refuse that here.
+        address = os.environ.get("RAY_ADDRESS") or services.find_bootstrap_address(None)
+        if not address:
+            raise ConfigError("--address auto: no cluster started with `ray start` on this machine "
+                              "(start one with `ray start --head`, or give HEAD_IP:6379)")
+    default_port = DEFAULT_GCS_PORT
+    if "://" in address:
+        scheme, _, address = address.partition("://")
+        if scheme != "ray":
+            raise ConfigError(f"--address: unsupported scheme {scheme!r}; use 'auto', HOST:PORT or ray://HOST:PORT")
+        default_port = DEFAULT_CLIENT_PORT
+    address = address.rstrip("/")
+    if address.startswith("["):  # [IPv6]:port
+        host, _, port = address[1:].partition("]")
+        port = port.lstrip(":") or str(default_port)
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
+    else:  # a bare host name / IP, or an unbracketed IPv6 address: no port given
+        host, port = address, str(default_port)
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ConfigError(f"--address {address!r}: port {port!r} is not a number") from None
+
+
+def check_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """One-line ConfigError when nothing listens at the cluster address (no Ray start-up wait)."""
+    if not address:
+        return
+    host, port = resolve_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        why = "timed out" if isinstance(e, (socket.timeout, TimeoutError)) else (e.strerror or str(e))
+        raise ConfigError(f"cannot reach a Ray cluster at {address} ({host}:{port}: {why}); "
+                          f"is `ray start --head` running there?") from None
+
+
+def dashboard_message(context, args) -> str | None:
+    """What to print about the dashboard once Ray is up (None: no dashboard asked for)."""
+    if not getattr(args, "dashboard", False):
+        return None
+    url = getattr(context, "dashboard_url", None) or ""
+    if not url:
+        return "dashboard: not running (Ray was started without it; `pip install 'ray[default]'`?)"
+    if not url.startswith("http"):
+        url = f"http://{url}"
+    where = ("the cluster's dashboard" if args.address
+             else f"bound to {ray_init_kwargs(args).get('dashboard_host')}")
+    # ray.init sets RAY_AUTH_MODE=token in this process when it turns token auth on (local Ray
+    # >= 2.59 does by default); a joined cluster has whatever its nodes were started with
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        auth = "token auth is on: paste the token from `ray get-auth-token` when the page asks"
+    else:
+        auth = "token auth is OFF: anyone who reaches this port can run code on the cluster"
+    return f"dashboard ({where}): {url}  - {auth}"
+
+
+def tensorboard_message(exp_dir: str) -> str:
+    return f"tensorboard: tensorboard --logdir {exp_dir}"
+
+
+def storage_warning(storage: str, address: str | None) -> str | None:
+    """Multi-node runs need storage every node can write (Ray syncs trial dirs to it)."""
+    if address and "://" not in storage:
+        return (f"note: joining a cluster with a local storage path ({storage}); unless it is a shared "
+                f"filesystem (NFS) mounted at the same path on every node, use --storage-path s3://... or gs://...")
+    return None
+
+
+def start_ray(args):
+    """Probe --address, then ray.init; print where the dashboard is. Returns Ray's context."""
+    import ray
+
+    check_address(args.address)
+    try:
+        context = ray.init(**ray_init_kwargs(args))
+    except ConnectionError as e:  # the port answered but it is no Ray (or auth failed)
+        raise ConfigError(f"cannot join the Ray cluster at {args.address}: {str(e).strip().splitlines()[0]}") from None
+    message = dashboard_message(context, args)
+    if message:
+        print(message, flush=True)
+    return context

@@ -1,0 +1,136 @@
+"""Bad input to the two CLIs (issue 8, case 7): every case exits 2 with ONE line on stderr
+(`error: ...`, no traceback), starts nothing, and leaves every file it could touch as it was.
+
+Each case runs the real command in a subprocess against one shared fixture tree: a storage
+path holding an experiment of another grid, a non-Ray directory, a regular file where a
+directory should be; parquet data sets (good, empty, undecodable); fitting tables. The tree's
+files (size, mtime, SHA-256) and directories are compared before and after every case.
+Dataset problems are caught by the driver's pre-flight check (sweep.launch.check_dataset)
+before Ray starts, not by N errored trials. A few undecodable rows are not an error (skipped
+and counted: tests/test_data.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NARROW = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "5", "--no-fit"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("bad_input")
+    store = root / "store"
+    other = store / "phase1_study"  # a Ray experiment launched with another grid
+    other.mkdir(parents=True)
+    (other / "study.json").write_text(json.dumps({"grid": "phase1", "trials": []}))
+    (other / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    (other / "tuner.pkl").write_bytes(b"not touched")
+    (store / "notes").mkdir()  # exists, not Ray
+    (store / "notes" / "todo.txt").write_text("keep me")
+    (root / "afile").write_text("a file, not a directory")
+
+    data = root / "data"
+    data.mkdir()
+
+    def png(i: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), i % 255, np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    n = 300  # more than the smoke grid's eval_size (256)
+    pq.write_table(pa.table({"image": [png(i) for i in range(n)], "caption": [f"red circle {i}" for i in range(n)]}),
+                   data / "clips.parquet")
+    pq.write_table(pa.table({"image": pa.array([], pa.binary()), "caption": pa.array([], pa.string())}),
+                   data / "empty.parquet")
+    pq.write_table(pa.table({"image": [b"not an image %d" % i for i in range(n)], "caption": ["x"] * n}),
+                   data / "undecodable.parquet")
+
+    fit = root / "fit"
+    fit.mkdir()
+    (fit / "few.csv").write_text("N,C,L\n1e6,1e15,3.0\n2e6,2e15,2.8\n")
+    (fit / "nan.csv").write_text("N,C,L\n" + "".join(f"{n:g},{c:g},nan\n" for n in (1e6, 2e6, 4e6) for c in (1e15, 1e16)))
+    (fit / "one_size.csv").write_text("N,C,L\n" + "".join(f"1e6,{c:.3e},{2 + 10 / c ** 0.1:.6f}\n"
+                                                         for c in (1e14, 3e14, 1e15, 3e15, 1e16, 3e16, 1e17, 3e17)))
+    for stem in ("few", "nan", "one_size"):  # earlier analyses must survive a failed one
+        (fit / f"{stem}_analysis").mkdir()
+        (fit / f"{stem}_analysis" / "report.md").write_text("an earlier report\n")
+    return root
+
+
+def state(root: Path) -> dict:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_dir():
+            out[rel] = "dir"
+        else:
+            st = p.stat()
+            out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+# (id, argv with {root} placeholders, text the one error line must contain)
+CASES = [
+    ("unknown-grid", ["--grid", "nope"], "unknown grid 'nope'; valid grids: smoke"),
+    ("unknown-config", [*NARROW, "--configs", "Q-Q"], "Q-Q"),
+    ("unknown-variant", [*NARROW, "--variants", "fancy"], "unknown variant 'fancy'"),
+    ("zero-steps", [*NARROW, "--steps", "0"], "steps must be positive, got 0"),
+    ("negative-steps", [*NARROW, "--steps=-5"], "steps must be positive, got -5"),
+    ("steps-not-a-number", [*NARROW, "--steps", "ten"], "cannot parse 'ten'"),
+    ("milestone-zero", [*NARROW, "--milestones", "0"], "milestones must lie in 1..5"),
+    ("gpu-mem-negative", [*NARROW, "--gpu-mem", "-1"], "--gpu-mem must be positive"),
+    ("resume-missing", [*NARROW, "--resume", "--name", "missing"], "--resume: no experiment at {root}/store/missing"),
+    ("resume-not-ray", [*NARROW, "--resume", "--name", "notes"], "{root}/store/notes exists but is not a Ray Tune experiment"),
+    ("resume-other-grid", [*NARROW, "--resume", "--name", "phase1_study"], "was launched with grid 'phase1'"),
+    ("launch-over-other-grid", [*NARROW, "--name", "phase1_study"], "was launched with grid 'phase1'"),
+    ("unwritable-storage", [*NARROW, "--storage-path", "{root}/afile/results"], "is not writable"),
+    ("unreachable-address", [*NARROW, "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
+    ("unreachable-ray-client", [*NARROW, "--address", "ray://127.0.0.1:1"], "cannot reach a Ray cluster at ray://127.0.0.1:1"),
+    ("dataset-not-found", [*NARROW, "--dataset", "{root}/data/no_such_clips"], "dataset path {root}/data/no_such_clips does not exist"),
+    ("dataset-missing-column", [*NARROW, "--dataset", "{root}/data/clips.parquet", "--text-column", "title"],
+     "no text column 'title' (columns: caption, image)"),
+    ("dataset-missing-image-column", [*NARROW, "--dataset", "{root}/data/clips.parquet", "--image-column", "jpg"],
+     "no image column 'jpg'"),
+    ("dataset-empty", [*NARROW, "--dataset", "{root}/data/empty.parquet"], "the train split is empty"),
+    ("dataset-all-undecodable", [*NARROW, "--dataset", "{root}/data/undecodable.parquet"],
+     "none of the first 32 training rows has a decodable image column 'image'"),
+    ("fit-too-few-points", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "N", "--c", "C", "--loss", "L",
+                            "--bootstrap", "5"], "need at least"),
+    ("fit-nan-losses", ["-m", "fitting", "csv", "{root}/fit/nan.csv", "--n", "N", "--c", "C", "--loss", "L",
+                        "--bootstrap", "5"], "no rows with finite"),
+    ("fit-one-model-size", ["-m", "fitting", "csv", "{root}/fit/one_size.csv", "--n", "N", "--c", "C", "--loss", "L",
+                            "--bootstrap", "5"], "only 1 distinct model sizes (N); exponent alpha is not identifiable"),
+    ("fit-missing-column", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "params", "--c", "C", "--loss", "L"],
+     "params"),
+]
+
+
+@pytest.mark.parametrize("argv,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(tree, argv, expected):
+    argv = [a.replace("{root}", str(tree)) for a in argv]
+    expected = expected.replace("{root}", str(tree))
+    if argv[0] != "-m":  # the study CLI; the storage path is the fixture's unless the case names one
+        argv = [str(ROOT / "tune_scaling.py"), "--storage-path", str(tree / "store"), *argv]
+    before = state(tree)
+    env = dict(os.environ, RAY_TMPDIR=str(tree / "ray_tmp_unused"))  # nothing may start Ray here
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert state(tree) == before, "a rejected command changed files"

@@ -1,0 +1,538 @@
+"""Fault injection on whole sweeps (issue 8): the driver SIGKILLed three times and resumed, a
+trial process SIGKILLed mid-step, Ctrl-C, a diverging and an out-of-memory trial inside a
+sweep, a truncated checkpoint.
+
+Not repeated here (trial-level, tested elsewhere): the NaN / OOM error messages and a
+bit-identical retry after a raised error (tests/test_trainable.py), undecodable rows skipped
+and counted (tests/test_data.py).
+
+Every sweep is the same narrowed smoke grid with --deterministic: baseline T1-T1 for 20 and 60
+steps, milestones every 10 steps. A resumed trial must end with exactly (==) the losses of the
+uninterrupted run of those two trials in `fault_sweep`. What a trial did is read from Tune's
+experiment state (status), its checkpoints (manifest step) and its own
+"[name] start: training from step k" line in the Ray worker logs, one per start: drivers run
+Ray under a private RAY_TMPDIR, so those logs are this module's alone (and no other process
+on the machine can attach to these clusters with --address auto).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from trainables import checkpoint as ckpt
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = int(os.environ.get("RELIABILITY_SEED", "8"))  # the random kill points; printed by the tests
+SHORT, LONG = 20, 60
+GRID = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", f"{SHORT},{LONG}",
+        "--milestones", "10,20,30,40,50", "--deterministic"]
+NAMES = {SHORT: f"baseline_T1-T1_{SHORT}", LONG: f"baseline_T1-T1_{LONG}"}
+RUN_TIMEOUT = 300  # one driver run takes ~30-60 s on 2 busy cores
+START_LINE = re.compile(r"\[(\S+)\] start: training from step (\d+)")
+
+
+# -- processes ----------------------------------------------------------------------------------
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes in session `sid`: the driver, its Ray daemons and workers
+    (Ray workers call setsid() into their own process group, but stay in the session)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def kill_session(sid: int, timeout: float = 30.0) -> None:
+    """SIGKILL every process of the session and wait until none is left."""
+    deadline = time.monotonic() + timeout
+    while members := session_members(sid):
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes of session {sid} survive SIGKILL: {members}")
+        time.sleep(0.1)
+
+
+class Driver:
+    """`python tune_scaling.py ARGS` in a new session, output to a log file; always cleaned up."""
+
+    def __init__(self, argv: list[str], env: dict, log: Path):
+        self.raydir = Path(env["RAY_TMPDIR"]) / "ray"
+        self.before = set(self.raydir.glob("session_2*"))
+        self.log = log
+        self.t0 = time.monotonic()
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "tune_scaling.py"), *argv], cwd=ROOT, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        kill_session(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, condition, what: str, timeout: float = RUN_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"driver exited (rc {self.proc.returncode}) before {what}:\n{self.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} after {timeout} s:\n{self.output()[-4000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> float:
+        """SIGKILL the driver and every Ray process it started; returns when it ran."""
+        at = self.elapsed
+        kill_session(self.proc.pid)
+        self.proc.wait(timeout=30)
+        return at
+
+    def finish(self, timeout: float = RUN_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"driver still running after {timeout} s:\n{self.output()[-4000:]}") from None
+
+    def session(self) -> Path:
+        new = sorted(set(self.raydir.glob("session_2*")) - self.before)
+        assert new, f"no Ray session under {self.raydir}"
+        return new[-1]
+
+
+# -- what is on disk ------------------------------------------------------------------------------
+def starts(session: Path) -> dict[str, list[int]]:
+    """trial name -> the step each start of it trained from, in this Ray session's worker logs."""
+    found: dict[str, list[tuple[float, int]]] = {}
+    for log in session.glob("logs/worker-*.out"):
+        for line in log.read_text(errors="replace").splitlines():
+            if m := START_LINE.search(line):
+                found.setdefault(m.group(1), []).append((log.stat().st_mtime, int(m.group(2))))
+    return {k: [s for _, s in sorted(v)] for k, v in found.items()}
+
+
+def session_log_text(session: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in session.glob("logs/worker-*.out"))
+
+
+def stored_status(exp: Path) -> dict[str, str]:
+    """trial dir name -> status in the newest experiment state (by the name's timestamp, as Ray
+    picks it on restore). {} while a file is mid-write."""
+    states = sorted(exp.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for entry in data.get("trial_data", []):
+        meta = json.loads(entry[0])
+        out[meta["relative_logdir"]] = meta["status"]
+    return out
+
+
+def trial_dirs(exp: Path) -> dict[int, Path]:
+    """steps -> directory of the untagged trial of that length; (steps, tag) -> a tagged one."""
+    out = {}
+    for d in exp.glob("baseline_T1-T1_*"):
+        if d.is_dir() and (d / "params.json").exists():
+            trial = json.loads((d / "params.json").read_text())["trial"]
+            out[(trial["steps"], trial["tag"])] = d
+    return {steps: d for (steps, tag), d in out.items() if not tag} | {(s, t): d for (s, t), d in out.items() if t}
+
+
+def complete_checkpoints(tdir: Path) -> dict[int, Path]:
+    """manifest step -> checkpoint dir, for checkpoints whose files all match their manifest."""
+    out = {}
+    for d in sorted(tdir.glob("checkpoint_*")):
+        try:
+            manifest = ckpt.verify(d)
+        except ckpt.CheckpointCorrupt:
+            continue
+        if manifest is not None:
+            out[manifest["step"]] = d
+    return out
+
+
+def file_digest(tdir: Path) -> dict[str, bytes]:
+    return {p.relative_to(tdir).as_posix(): p.read_bytes() for p in sorted(tdir.rglob("*"))
+            if p.is_file() and (p.name == "result.json" or "checkpoint_" in p.as_posix())}
+
+
+def milestone_losses(tdir: Path) -> dict[int, tuple[float, float]]:
+    """step -> (train_loss, eval_loss) of the last milestone report per step in result.json."""
+    out = {}
+    for line in (tdir / "result.json").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row.get("milestone"):
+                out[row["step"]] = (row["train_loss"], row["eval_loss"])
+    return out
+
+
+def expected_milestones(steps: int) -> list[int]:
+    return [m for m in (10, 20, 30, 40, 50) if m < steps] + [steps]
+
+
+def snapshot(exp: Path) -> dict:
+    status = stored_status(exp)
+    out = {}
+    for steps, tdir in trial_dirs(exp).items():
+        done = complete_checkpoints(tdir)
+        out[steps] = {"status": status.get(tdir.name), "newest": max(done, default=0), "files": file_digest(tdir)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_env(tmp_path_factory):
+    """Environment of the drivers: private Ray temp dir (short: Ray's socket paths), shared data cache."""
+    raytmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = dict(os.environ, RAY_TMPDIR=raytmp, PYTHONUNBUFFERED="1",
+               FOVEATED_SCALING_CACHE=str(tmp_path_factory.getbasetemp() / "cache"))
+    yield env
+    shutil.rmtree(raytmp, ignore_errors=True)
+
+
+# -- the uninterrupted reference + trial-level faults, in one in-process sweep ------------------
+@pytest.fixture(scope="module")
+def fault_sweep(tmp_path_factory, ray_env):
+    """run_sweep (the CLI's driver) over the grid's two clean trials (the reference for every
+    resumed run here) plus three faulty copies of the 20-step one: SIGKILLed at step 15, loss
+    NaN at step 13, out of memory at step 3. max_failures=1; the fitting step runs."""
+    import ray
+
+    from sweep.launch import run_sweep
+    from tune_scaling import build_trials, parse_args
+
+    store = tmp_path_factory.mktemp("faults")
+    args = parse_args([*GRID, "--storage-path", str(store), "--name", "faults", "--max-failures", "1",
+                       "--bootstrap", "20"])
+    short, long_ = sorted(build_trials(args), key=lambda t: t.steps)
+    trials = [long_, short, short.replace(fault="kill@15", tag="kill"),
+              short.replace(fault="nan@13", tag="nan"), short.replace(fault="oom@3", tag="oom")]
+    err = io.StringIO()
+    t0 = time.monotonic()
+    raydir = Path(ray_env["RAY_TMPDIR"], "ray")
+    before = set(raydir.glob("session_2*"))
+    if ray.is_initialized():  # another module's session: run_sweep starts its own
+        ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("RAY_TMPDIR", "FOVEATED_SCALING_CACHE"):
+            mp.setenv(key, ray_env[key])
+        try:
+            with contextlib.redirect_stderr(err):
+                rc = run_sweep(args, trials)
+        finally:
+            ray.shutdown()
+    (session,) = set(raydir.glob("session_2*")) - before
+    exp = store / "faults"
+    record = {"rc": rc, "stderr": err.getvalue(), "exp": exp, "dirs": trial_dirs(exp), "status": stored_status(exp),
+              "starts": starts(session), "seconds": time.monotonic() - t0,
+              "reference": {s: milestone_losses(trial_dirs(exp)[s]) for s in (SHORT, LONG)}}
+    print(f"\nfault_sweep: {record['seconds']:.0f} s, rc {rc}, starts {record['starts']}, "
+          f"statuses {sorted(record['status'].values())}")
+    return record
+
+
+@pytest.mark.slow
+def test_reference_run_reports_every_milestone(fault_sweep):
+    ref = fault_sweep["reference"]
+    for steps in (SHORT, LONG):
+        assert sorted(ref[steps]) == expected_milestones(steps)
+    assert fault_sweep["starts"][NAMES[LONG]] == [0] and fault_sweep["starts"][NAMES[SHORT]] == [0]
+
+
+@pytest.mark.slow
+def test_killed_trial_process_is_retried_from_its_checkpoint(fault_sweep):
+    """fault kill@15 SIGKILLs the trial's worker mid-step: Ray retries it (FailureConfig) from its
+    step-10 checkpoint and it ends with the uninterrupted trial's losses at every milestone."""
+    d = fault_sweep["dirs"][(SHORT, "kill")]
+    assert fault_sweep["status"][d.name] == "TERMINATED"
+    assert fault_sweep["starts"][f"{NAMES[SHORT]}_kill"] == [0, 10]
+    assert milestone_losses(d) == fault_sweep["reference"][SHORT]
+
+
+@pytest.mark.slow
+def test_diverging_trial_fails_alone_and_the_fit_excludes_it(fault_sweep):
+    """nan@13: that trial ends in ERROR naming step 13 (on its retry too); every other trial
+    finishes; the sweep's fitting step leaves it out and says so in report.md."""
+    d = fault_sweep["dirs"][(SHORT, "nan")]
+    status = fault_sweep["status"]
+    assert status[d.name] == "ERROR"
+    assert "non-finite training loss at step 13" in (d / "error.txt").read_text()
+    assert f"{d.name} failed: " in fault_sweep["stderr"] and "non-finite training loss at step 13" in fault_sweep["stderr"]
+    clean = [fault_sweep["dirs"][k] for k in (SHORT, LONG, (SHORT, "kill"))]
+    assert [status[c.name] for c in clean] == ["TERMINATED"] * 3
+    assert fault_sweep["rc"] == 1  # some trials failed
+    report = (fault_sweep["exp"] / "analysis" / "report.md").read_text()
+    run_id = json.loads((d / "result.json").read_text().splitlines()[0])["trial_id"]
+    excluded = [line for line in report.splitlines() if line.startswith(f"- {run_id}:")]
+    assert excluded and "ERROR" in excluded[0] and "non-finite training loss at step 13" in excluded[0], report
+
+
+@pytest.mark.slow
+def test_out_of_memory_trial_fails_alone_with_a_suggestion(fault_sweep):
+    d = fault_sweep["dirs"][(SHORT, "oom")]
+    status = fault_sweep["status"]
+    assert status[d.name] == "ERROR"
+    last = [line for line in (d / "error.txt").read_text().splitlines() if line.strip()][-1]
+    assert "out of memory at step 3" in last and "T1-T1" in last and "micro-batch 16" in last
+    assert "the planner suggests micro-batch" in last and "--dry-run" in last
+    others = [k for k in fault_sweep["dirs"] if not (isinstance(k, tuple) and k[1] in ("nan", "oom"))]
+    assert all(status[fault_sweep["dirs"][k].name] == "TERMINATED" for k in others)
+
+
+# -- the driver SIGKILLed three times -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def killed_sweep(tmp_path_factory, ray_env):
+    """Launch, then SIGKILL the whole driver session at three points and re-run with --resume:
+      1. a random moment 0-8 s after the experiment directory appears (Ray may not have saved
+         any state yet, or trials are training);
+      2. 0-2 s after the 20-step trial is TERMINATED in the stored experiment state;
+      3. 0-0.5 s after the 60-step trial wrote two new checkpoints in this run; then its newest
+         complete checkpoint's trainer_state.pt is truncated to half (case 6);
+    and a last --resume runs to the end. Returns what was seen at each kill."""
+    rng = random.Random(SEED)
+    store = tmp_path_factory.mktemp("killed")
+    exp = store / "killed"
+    argv = [*GRID, "--no-fit", "--storage-path", str(store), "--name", "killed"]
+    logs = tmp_path_factory.mktemp("killed_logs")
+    kills, sessions = [], []
+
+    def newest(steps):
+        dirs = trial_dirs(exp)
+        return max(complete_checkpoints(dirs[steps]), default=0) if steps in dirs else 0
+
+    # 1
+    with Driver(argv, ray_env, logs / "run1.log") as d:
+        d.wait_for(lambda: (exp / "study.json").exists(), "experiment directory")
+        at = d.elapsed + rng.uniform(0, 8)
+        d.wait_for(lambda: d.elapsed >= at, "kill point 1")
+        kills.append({"trigger": "random after launch", "at_s": d.kill(), "seen": snapshot(exp)})
+        sessions.append(d.session())
+    # 2
+    with Driver([*argv, "--resume"], ray_env, logs / "run2.log") as d:
+        d.wait_for(lambda: any(n.startswith(NAMES[SHORT] + "_") and s == "TERMINATED"
+                               for n, s in stored_status(exp).items()), "20-step trial TERMINATED")
+        at = d.elapsed + rng.uniform(0, 2)
+        d.wait_for(lambda: d.elapsed >= at, "kill point 2")
+        kills.append({"trigger": "20-step trial finished", "at_s": d.kill(), "seen": snapshot(exp)})
+        sessions.append(d.session())
+        first_resume = "launched afresh" if "was stopped before it started" in d.output() else "Tuner.restore"
+
+    # 3
+    start3 = kills[-1]["seen"][LONG]["newest"]
+    target = min(start3 + 20, 50)
+    with Driver([*argv, "--resume"], ray_env, logs / "run3.log") as d:
+        d.wait_for(lambda: newest(LONG) >= target, f"60-step trial checkpoint at step {target}")
+        at = d.elapsed + rng.uniform(0, 0.5)
+        d.wait_for(lambda: d.elapsed >= at, "kill point 3")
+        kills.append({"trigger": f"60-step trial checkpointed step {target}", "at_s": d.kill(), "seen": None})
+        sessions.append(d.session())
+    corrupted = None
+    tlong = trial_dirs(exp)[LONG]
+    if stored_status(exp).get(tlong.name) != "TERMINATED":
+        done = complete_checkpoints(tlong)
+        step = max(done)
+        victim = done[step] / ckpt.STATE_FILE
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        corrupted = {"step": step, "file": str(victim), "fallback": max(complete_checkpoints(tlong), default=0)}
+    kills[-1]["seen"] = snapshot(exp)  # after the truncation: what the resume must cope with
+    # 4
+    with Driver([*argv, "--resume"], ray_env, logs / "run4.log") as d:
+        rc = d.finish()
+        final_output = d.output()
+        sessions.append(d.session())
+    record = {"seed": SEED, "first_resume": first_resume, "kills": kills, "sessions": sessions, "corrupted": corrupted, "rc": rc,
+              "output": final_output, "exp": exp, "final": snapshot(exp), "status": stored_status(exp)}
+    print(f"\nkilled_sweep seed {SEED} (resume after kill 1: {first_resume}): " + "; ".join(
+        f"kill {i + 1} ({k['trigger']}) at {k['at_s']:.1f} s: "
+        + ", ".join(f"{s}-step {v['status']} newest ckpt {v['newest']}" for s, v in k["seen"].items())
+        for i, k in enumerate(kills)) + f"; corrupted {corrupted}; starts per run "
+        + str([starts(s) for s in sessions[1:]]))
+    return record
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_finished_trials(killed_sweep, fault_sweep):
+    """After three SIGKILLs of the driver's session and --resume each time: every trial is
+    TERMINATED; a trial TERMINATED at a kill never started again and its files are untouched;
+    an unfinished one started exactly once in the next run, from its newest complete checkpoint
+    (0: none yet); the per-milestone losses equal the uninterrupted run's."""
+    rec = killed_sweep
+    assert rec["rc"] == 0, rec["output"][-4000:]
+    assert set(rec["status"].values()) == {"TERMINATED"} and len(rec["status"]) == 2
+    for i, kill in enumerate(rec["kills"]):
+        later = [starts(s) for s in rec["sessions"][i + 1:]]
+        for steps, seen in kill["seen"].items():
+            name = NAMES[steps]
+            if seen["status"] == "TERMINATED":
+                assert all(name not in s for s in later), (i, name, later)
+                assert rec["final"][steps]["files"] == seen["files"], f"{name} changed after it finished"
+            else:
+                assert later[0].get(name) == [seen["newest"]], (i + 1, name, seen["newest"], later[0])
+    for steps in (SHORT, LONG):
+        losses = milestone_losses(trial_dirs(rec["exp"])[steps])
+        assert sorted(losses) == expected_milestones(steps)
+        assert losses == fault_sweep["reference"][steps]
+
+
+@pytest.mark.slow
+def test_truncated_checkpoint_falls_back_to_the_previous_one(killed_sweep, fault_sweep):
+    """Case 6: the newest checkpoint of the unfinished trial was cut in half before the last
+    resume: the trial names the file, continues from the checkpoint before it, ends identical."""
+    corrupted = killed_sweep["corrupted"]
+    assert corrupted, "precondition: the 60-step trial had finished by kill 3 (nothing left to corrupt)"
+    assert 0 < corrupted["fallback"] < corrupted["step"]
+    last = killed_sweep["sessions"][-1]
+    assert starts(last)[NAMES[LONG]] == [corrupted["fallback"]]
+    assert f"checkpoint file {corrupted['file']} is truncated or altered" in session_log_text(last)
+    assert milestone_losses(trial_dirs(killed_sweep["exp"])[LONG]) == fault_sweep["reference"][LONG]
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ctrl_c_stops_gracefully_and_prints_the_resume_command(tmp_path, ray_env, fault_sweep):
+    """SIGINT to the driver's process group (what a terminal's Ctrl-C does) once the 60-step trial
+    has checkpointed step 20: exit 130 and `interrupted: resume with: python tune_scaling.py ...
+    --resume`; that exact command completes the experiment with the uninterrupted losses."""
+    exp = tmp_path / "ctrlc"
+    argv = [*GRID, "--no-fit", "--storage-path", str(tmp_path), "--name", "ctrlc"]
+    with Driver(argv, ray_env, tmp_path / "run1.log") as d:
+        d.wait_for(lambda: LONG in trial_dirs(exp) and max(complete_checkpoints(trial_dirs(exp)[LONG]), default=0) >= 20,
+                   "a step-20 checkpoint")
+        os.killpg(d.proc.pid, signal.SIGINT)
+        rc = d.finish(timeout=120)
+        out = d.output()
+    assert rc == 130, out[-3000:]
+    hints = [line for line in out.splitlines() if line.startswith("interrupted: resume with: ")]
+    assert len(hints) == 1, out[-3000:]
+    cmd = shlex.split(hints[0].removeprefix("interrupted: resume with: "))
+    assert cmd[:2] == ["python", "tune_scaling.py"] and cmd[-1] == "--resume" and cmd[2:-1] == argv
+    seen = snapshot(exp)
+    assert seen[LONG]["status"] != "TERMINATED" and seen[LONG]["newest"] >= 20
+    with Driver(cmd[2:], ray_env, tmp_path / "run2.log") as d:
+        assert d.finish() == 0, d.output()[-4000:]
+        resumed = starts(d.session())
+    assert resumed[NAMES[LONG]] == [seen[LONG]["newest"]]
+    assert set(stored_status(exp).values()) == {"TERMINATED"}
+    for steps in (SHORT, LONG):
+        assert milestone_losses(trial_dirs(exp)[steps]) == fault_sweep["reference"][steps]
+
+
+# -- checkpoint fallback, unit level (no Ray run) -------------------------------------------------
+def _fake_checkpoint(d: Path, step: int) -> Path:
+    from search_spaces.grids import expand
+
+    (trial,) = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[LONG])
+    d.mkdir(parents=True)
+    (d / ckpt.CONFIG_FILE).write_text(trial.to_json())
+    (d / ckpt.STATE_FILE).write_bytes(os.urandom(4096))
+    (d / "ds").mkdir()
+    (d / "ds" / "mp_rank_00_model_states.pt").write_bytes(os.urandom(8192))
+    ckpt.write_manifest(d, step)
+    return d
+
+
+def test_restart_prefers_the_newest_step_on_storage_over_the_one_ray_hands_back(tmp_path):
+    """A driver killed before its next experiment-state snapshot hands back an older checkpoint
+    than the newest on storage; a reused directory index may hold a newer step than a higher one."""
+    from ray import tune
+
+    a = _fake_checkpoint(tmp_path / "checkpoint_000000", 10)
+    b = _fake_checkpoint(tmp_path / "checkpoint_000001", 40)
+    c = _fake_checkpoint(tmp_path / "checkpoint_000002", 30)
+    order = [Path(x.path).name for x in ckpt.candidates(tune.Checkpoint(str(a)))]
+    assert order == [b.name, c.name, a.name]
+
+
+def test_every_checkpoint_damaged_fails_the_trial_naming_each_file(tmp_path):
+    from ray import tune
+
+    from search_spaces.grids import expand
+
+    (trial,) = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[LONG])
+    old = _fake_checkpoint(tmp_path / "checkpoint_000000", 10)
+    new = _fake_checkpoint(tmp_path / "checkpoint_000001", 20)
+    (old / "ds" / "mp_rank_00_model_states.pt").write_bytes(b"")  # truncated
+    state = new / ckpt.STATE_FILE
+    state.write_bytes(bytes(reversed(state.read_bytes())))  # same size, other bytes
+    logged = []
+    with pytest.raises(ckpt.CheckpointCorrupt) as err:
+        ckpt.restore_newest(None, trial, tune.Checkpoint(str(new)), log=logged.append)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"checkpoint file {state} is corrupt (CRC-32" in msg
+    assert f"checkpoint file {old / 'ds' / 'mp_rank_00_model_states.pt'} is truncated or altered (0 bytes" in msg
+    assert len(logged) == 2 and "trying the previous checkpoint" in logged[0]
+
+
+def test_a_checkpoint_without_a_trial_config_counts_as_damaged(tmp_path):
+    from search_spaces.grids import expand
+
+    (trial,) = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[LONG])
+    d = tmp_path / "checkpoint_000000"
+    d.mkdir()  # a copy cut short before the manifest and the config were written
+    with pytest.raises(ckpt.CheckpointCorrupt, match="trial_config.json is missing"):
+        ckpt.load(d, None, trial)
+
+
+# -- a driver killed before Ray saved anything ------------------------------------------------------
+class _RayStarted(Exception):
+    pass
+
+
+def test_resume_of_a_launch_killed_before_ray_saved_state_starts_it(tmp_path, monkeypatch, capsys):
+    """Only study.json exists (killed between writing it and Ray's first experiment snapshot):
+    --resume launches the experiment instead of refusing a 'non-Ray' directory; a directory whose
+    study.json is another grid's is still refused."""
+    import ray
+
+    from search_spaces.sizes import ConfigError
+    from sweep.launch import MANIFEST, run_sweep
+    from tune_scaling import build_trials, parse_args
+
+    def fake_init(**kwargs):
+        raise _RayStarted
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    args = parse_args([*GRID, "--no-fit", "--storage-path", str(tmp_path), "--name", "early", "--resume"])
+    trials = build_trials(args)
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / MANIFEST).write_text(json.dumps({"grid": "smoke", "trials": [t.to_dict() for t in trials]}))
+    with pytest.raises(_RayStarted):
+        run_sweep(args, trials)
+    assert "was stopped before it started: launching it" in capsys.readouterr().out
+    (tmp_path / "early" / MANIFEST).write_text(json.dumps({"grid": "phase1", "trials": []}))
+    with pytest.raises(ConfigError, match="exists but is not a Ray Tune experiment"):
+        run_sweep(args, trials)
