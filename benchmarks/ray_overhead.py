@@ -55,7 +55,9 @@ def parse_args(argv=None):
 def trial_dicts(a) -> list[dict]:
     from search_spaces.grids import expand
 
-    csv = lambda s, f=str: [f(x) for x in s.split(",")] if s else None  # noqa: E731
+    def csv(s, f=str):
+        return [f(x) for x in s.split(",")] if s else None
+
     return [t.to_dict() for t in expand(a.grid, csv(a.configs), csv(a.variants), csv(a.steps, int))]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -91,7 +92,7 @@ class LiveScalingPlot(Callback):
         if "eval_loss" not in result or "flops" not in result or not result.get("milestone", True):
             return False
         loss, flops = result["eval_loss"], result["flops"]
-        if not (loss == loss and loss > 0 and flops > 0):  # NaN / non-positive: no place on a log axis
+        if not (math.isfinite(loss) and loss > 0 and flops > 0):  # no place on a log axis
             return False
         t = (config or {}).get("trial", config or {})
         variant = result.get("variant") or t.get("variant", "?")

@@ -20,7 +20,7 @@ PROBE_TIMEOUT_S = 5.0
 
 def ray_init_kwargs(args) -> dict:
     """ray.init(**kwargs) for the CLI's --address / --dashboard / --dashboard-host."""
-    kwargs = dict(address=args.address, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    kwargs = {"address": args.address, "log_to_driver": False, "configure_logging": True, "logging_level": "WARNING"}
     if args.address:
         # joining a cluster: its dashboard is the one `ray start --head` started (ray.init's
         # dashboard arguments only apply to a Ray it starts itself)

@@ -100,6 +100,13 @@ def read_manifest(exp_dir: str) -> dict | None:
     return {**saved, "trials": trials}
 
 
+def _finished(metrics: dict) -> bool:
+    """A trial's last report is its final step. Not Ray's `done` flag alone: a restored
+    experiment's state can hold a TERMINATED trial whose last saved result says done=False."""
+    step, last = metrics.get("step"), metrics.get("trial_steps")
+    return bool(metrics.get("done")) or (step is not None and last is not None and step >= last)
+
+
 def resume_hint(args) -> str:
     """The command that continues this experiment (the user's own arguments plus --resume)."""
     import shlex
@@ -207,8 +214,8 @@ def run_sweep(args, trials) -> int:
                           f"a grid on resume: use a new --name")
 
     from sweep.callbacks import LiveScalingPlot, live_plot_target
-    from sweep.wsd import wsd_search
     from sweep.cluster import start_ray, storage_warning, tensorboard_message
+    from sweep.wsd import wsd_search
 
     preflight_data(trials)  # a bad --dataset is one line here, not one errored trial per config
     start_ray(args)  # probes --address first: an unreachable cluster is a one-line error
@@ -231,6 +238,9 @@ def run_sweep(args, trials) -> int:
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=args.max_concurrent or None,
                 trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
+                # one worker process for successive trials: saves each trial's torch/DeepSpeed
+                # import (benchmarks/ray_overhead.py); off by default, a fresh process per trial
+                reuse_actors=getattr(args, "reuse_actors", False),
                 **(wsd_search(families, exp_dir) if families else {}),
             ),
             run_config=tune.RunConfig(
@@ -250,9 +260,9 @@ def run_sweep(args, trials) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C: Ray skipped its last state snapshot
         print(resume_hint(args), file=sys.stderr, flush=True)
         return 130
-    if any(r.error is None and not (r.metrics or {}).get("done") for r in results):
+    if any(r.error is None and not _finished(r.metrics or {}) for r in results):
         # Ray's SIGINT handler stops the run gracefully; fit() returns with trials that never
-        # reported done (Ray's clean-up calls them TERMINATED, so their status does not tell)
+        # reached their last step (Ray's clean-up calls them TERMINATED, so status does not tell)
         print(resume_hint(args), file=sys.stderr, flush=True)
         return 130
     errors = [r for r in results if r.error is not None]
@@ -261,8 +271,8 @@ def run_sweep(args, trials) -> int:
     if not args.no_fit:
         from fitting import run_analysis
 
-        out = run_analysis(exp_dir, n_bootstrap=args.bootstrap)
-        print(f"analysis written to {out['out_dir'] if isinstance(out, dict) and 'out_dir' in out else os.path.join(exp_dir, 'analysis')}")
+        run_analysis(exp_dir, n_bootstrap=args.bootstrap)
+        print(f"analysis written to {os.path.join(exp_dir, 'analysis')}")
     return 1 if errors else 0
 
 

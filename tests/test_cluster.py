@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 
@@ -135,3 +136,4 @@ def test_two_node_cluster_runs_the_trials_on_both_nodes(tmp_path, monkeypatch):
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
