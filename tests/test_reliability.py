@@ -123,6 +123,12 @@ class Driver:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"driver still running after {timeout} s:\n{self.output()[-4000:]}") from None
 
+    def trial_started(self, name: str) -> bool:
+        """The trial has started training in this driver's Ray session (so a kill now hits a
+        running trial, not a starting interpreter or a trial still being scheduled)."""
+        new = sorted(set(self.raydir.glob("session_2*")) - self.before)
+        return bool(new) and name in starts(new[-1])
+
     def session(self) -> Path:
         new = sorted(set(self.raydir.glob("session_2*")) - self.before)
         assert new, f"no Ray session under {self.raydir}"
@@ -354,8 +360,11 @@ def killed_sweep(tmp_path_factory, ray_env):
     start3 = kills[-1]["seen"][LONG]["newest"]
     target = min(start3 + 20, 50)
     with Driver([*argv, "--resume"], ray_env, logs / "run3.log") as d:
-        d.wait_for(lambda: newest(LONG) >= target, f"60-step trial checkpoint at step {target}")
-        at = d.elapsed + rng.uniform(0, 0.5)
+        # under load run 2 may already have left checkpoint 50 (target reached at once): wait for
+        # the trial to start in this run too, else the next run is not the one it restarts in
+        d.wait_for(lambda: d.trial_started(NAMES[LONG]) and newest(LONG) >= target,
+                   f"60-step trial started and checkpointed step {target}")
+        at = d.elapsed + (rng.uniform(0, 0.5) if start3 < 50 else 0.0)  # from 50 it soon finishes
         d.wait_for(lambda: d.elapsed >= at, "kill point 3")
         kills.append({"trigger": f"60-step trial checkpointed step {target}", "at_s": d.kill(), "seen": None})
         sessions.append(d.session())

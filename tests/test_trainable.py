@@ -104,10 +104,11 @@ def test_resume_after_failure_is_bit_identical(ray_session, tmp_path, offload):
     for step in (20, 30):
         for key in ("train_loss", "eval_loss", "samples", "flops"):
             assert a_by_step[step][key] == b_by_step[step][key], (step, key)
-    # the retry resumed from the step-20 checkpoint (not from scratch, which would re-report
-    # 10 and 20) and re-sent the step-20 report in case Ray had dropped it with the failure
-    assert [r["step"] for r in b][-2:] == [20, 30] and b[-2]["re_reported"] is True
-    assert len(b) <= 4
+    # the retry resumed from the step-20 checkpoint (not from scratch) and re-sent the reports
+    # Ray may have dropped with the failure
+    resent = [r for r in b if r.get("re_reported") is True]
+    assert resent and {r["resumed_from_step"] for r in resent} == {20}
+    assert [r["step"] for r in b if r.get("re_reported") is not True][-1] == 30
     assert a[0]["master_port"] != b[0]["master_port"]
 
 

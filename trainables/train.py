@@ -149,12 +149,11 @@ def train_vlm(config: dict) -> None:
         print(f"[{cfg.trial_name}] resumed at step {state['step']} (samples {state['samples']}) "
               f"from {restored}", flush=True)
         if state["history"]:
-            # Ray drops a report whose trial dies before the driver has processed it, although
-            # its checkpoint survives; re-send the last one (the fitting keeps one row per step).
-            # Reports after the one Ray checkpointed with (`handed`) may be lost with a killed
-            # driver although a newer checkpoint survived: re-send those too.
-            known = ckpt.checkpoint_step(handed) if handed is not None else 0
-            for m in [m for m in state["history"][:-1] if m["step"] > (state["step"] if known < 0 else known)]:
+            # Ray can lose reports around a failure or a killed driver although their
+            # checkpoints survive (the last report before a crash; or, when it restores with no
+            # registered checkpoint, the whole result file). Re-send the full history: it is
+            # small, and the fitting and the live plot keep one row per (trial, step).
+            for m in state["history"][:-1]:
                 tune.report({**m, "re_reported": True, "resumed_from_step": state["step"]})
             # resumed_checkpoint: a WSD stable trial resumed from a checkpoint the driver never
             # saw (restore_newest) must still fork there (sweep/wsd.py)
