@@ -60,9 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ray_.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
     ray_.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last checkpoint")
     ray_.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept per trial")
-    ray_.add_argument("--reuse-actors", action="store_true",
-                      help="run successive trials in the same worker process (saves ~2 s of imports per "
-                      "trial: worth it for short CPU trials; fixed at launch, a resume keeps the setting)")
+    ray_.add_argument("--reuse-actors", nargs="?", const="on", default="auto", choices=("auto", "on", "off"),
+                      help="run successive trials in one worker process, saving each trial's ~2 s of "
+                      "torch/DeepSpeed imports. auto (default): on for CPU trials (short), off for GPU "
+                      "trials (a fresh process returns all GPU memory). Fixed at launch: a resume keeps it")
     ray_.add_argument("--no-fit", action="store_true", help="skip the fitting step after the sweep")
     ray_.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples in the fitting step")
     mon = p.add_argument_group("monitoring")

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
                                   capture_output=True, text=True)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode or not lines:
-                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                err = proc.stderr.strip().splitlines() or ["?"]
+                tail = ([line for line in err if "Error" in line] or err)[-1]  # not a shutdown warning
                 print(f"{variant} {config}: failed ({tail})", flush=True)
                 continue
             r = json.loads(lines[-1][7:])

@@ -60,13 +60,28 @@ def progress_reporter():
     )
 
 
+def trial_gpus(args, use_gpu: bool) -> float:
+    return args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if use_gpu else 0.0)
+
+
+def reuse_actors(args, use_gpu: bool) -> bool:
+    """--reuse-actors auto: reuse worker processes for CPU trials, where a fresh process's imports
+    (~2 s) are a large share of a short trial (benchmarks/ray_overhead.py); never for GPU trials,
+    which run minutes to hours and where a fresh process guarantees the previous trial's CUDA
+    memory and DeepSpeed state are gone."""
+    mode = getattr(args, "reuse_actors", "auto")
+    if isinstance(mode, bool):
+        return mode
+    return mode == "on" or (mode == "auto" and trial_gpus(args, use_gpu) == 0)
+
+
 def make_trainable(args, use_gpu: bool, fn=None):
     """fn: the function trainable (default train_vlm; the LR search wraps it)."""
     from ray import tune
 
     from trainables.train import train_vlm
 
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if use_gpu else 0.0)
+    gpus = trial_gpus(args, use_gpu)
 
     def resources(config: dict) -> dict:
         res = {"cpu": args.cpus_per_trial, "gpu": gpus}
@@ -238,9 +253,7 @@ def run_sweep(args, trials) -> int:
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=args.max_concurrent or None,
                 trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
-                # one worker process for successive trials: saves each trial's torch/DeepSpeed
-                # import (benchmarks/ray_overhead.py); off by default, a fresh process per trial
-                reuse_actors=getattr(args, "reuse_actors", False),
+                reuse_actors=reuse_actors(args, use_gpu),
                 **(wsd_search(families, exp_dir) if families else {}),
             ),
             run_config=tune.RunConfig(

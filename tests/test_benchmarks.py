@@ -18,3 +18,5 @@ def test_trainer_throughput_runs_both_paths(capsys):
     assert [r["path"] for r in out["runs"]] == ["plain", "trainer"]
     assert all(r["samples_per_s"] > 0 and r["tflops"] > 0 for r in out["runs"])
     assert out["flops_per_sample"] > 0
+    trainer = out["runs"][1]  # its losses: warm-up + timed steps, read after the timed loop
+    assert trainer["n_steps"] == 3 and 0 < trainer["last_loss"] < 20 and 0 < trainer["first_loss"] < 20

@@ -2,6 +2,7 @@
 incl. a resume), TensorBoard files, Ray's start-up arguments."""
 from __future__ import annotations
 
+import json
 import pickle
 import threading
 import time
@@ -39,6 +40,19 @@ def test_smoke_grid_expands_to_its_definition():
     assert [(t.variant, t.config, t.steps) for t in trials] == [
         (v, c, s) for v in g.variants for c in g.configs for s in g.steps]
     assert {t.precision for t in trials} == {"fp32"} and {t.init for t in trials} == {"random"}
+
+
+def test_reuse_actors_auto_is_on_for_cpu_trials_only():
+    from sweep.launch import reuse_actors
+
+    def args(*argv):
+        return tune_scaling.parse_args(list(argv))
+
+    assert reuse_actors(args(), use_gpu=False) and not reuse_actors(args(), use_gpu=True)
+    assert reuse_actors(args("--gpus-per-trial", "0"), use_gpu=True)
+    assert not reuse_actors(args("--gpus-per-trial", "0.5"), use_gpu=True)
+    assert reuse_actors(args("--reuse-actors"), use_gpu=True)  # bare flag = on
+    assert not reuse_actors(args("--reuse-actors", "off"), use_gpu=False)
 
 
 def test_cli_narrowing_and_overrides():
@@ -189,6 +203,9 @@ def test_sweep_updates_live_plot_writes_tensorboard_and_resumes_it(tmp_path, mon
     assert len({size for _, size in watcher.versions}) >= 2
     events = sorted(exp.glob("*/events.out.tfevents.*"))
     assert len(events) == 2 and {"ray/tune/eval_loss", "ray/tune/flops"} <= tfevent_tags(events[0])
+    # --reuse-actors auto on a CPU sweep: the second trial ran in the first one's worker process
+    pids = {json.loads(p.read_text().splitlines()[-1])["pid"] for p in exp.glob("*/result.json")}
+    assert len(pids) == 1, pids
 
     # resume of the finished experiment: the callback comes back from tuner.pkl and its points
     # from Tune's checkpoint, so it redraws the plot with nothing left to train
