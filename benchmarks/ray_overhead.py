@@ -12,8 +12,9 @@ same torch thread count:
   ray    ray.init (timed separately: Ray's start-up) + the product's Tuner set-up
          (sweep.launch: with_resources, the live-plot callback, checkpoints, experiment state),
          max_concurrent_trials = --concurrency, once with reuse_actors=True (one worker process
-         per slot, like the pool) and once with Tune's default (a fresh actor per trial: every
-         trial pays the torch/DeepSpeed import again).
+         per slot, like the pool; the product's default for CPU trials, `--reuse-actors auto`)
+         and once with Tune's default (a fresh actor per trial: every trial pays the
+         torch/DeepSpeed import again; the product's choice for GPU trials).
 
 The synthetic data set is built before any timing. Prints a table; target: ray/plain <= 1.05
 (fit time, excluding Ray's start-up). "outside trainable" = wall time minus the time spent inside
