@@ -6,9 +6,10 @@
 #   bash benchmarks/gpu_checks.sh [OUTDIR]          # logs and JSON lines land in OUTDIR (default gpu_checks/)
 #
 # 1. real-size configs train from random init through the trainer path (M-S, both variants);
-# 2. throughput / MFU: this trainer vs a plain PyTorch + HF step (L-S, L-L, then S-S; micro-batch 8);
-# 3. ZeRO-Offload at global batch 32 (micro-batch 8 x 4 accumulation) on L-L, later L-S;
-# 4. measured vs planned memory for a 24 GiB card (benchmarks/memory_check.py), L-L.
+# 2. throughput / MFU: this trainer vs a plain PyTorch + HF step (L-S with a profile, L-L);
+# 3. measured vs planned memory of the planner's 24 GiB choices (benchmarks/memory_check.py);
+# 4. ZeRO-Offload at global batch 32 (micro-batch 8 x 4 accumulation), then S-S and offload L-S.
+# On the H200 (2026-11-26) steps 1-2 and offload L-L took ~290 s; results in the README.
 # DeepSpeed's CPU Adam op (offload) is compiled in the background while 1-2 run.
 set -uo pipefail
 out=${1:-gpu_checks}
@@ -38,15 +39,17 @@ tp=benchmarks/trainer_throughput.py
 step 90 "train M-S baseline" python3 $tp --config M-S --variant baseline --micro-batch 8 --steps 8 --warmup 2 \
   --only trainer || exit 1
 step 90 "train M-S foveated" python3 $tp --config M-S --variant foveated --micro-batch 8 --steps 8 --warmup 2 --only trainer
-step 120 "L-S baseline" python3 $tp --config L-S --variant baseline --micro-batch 8
+# trainer vs plain, with a torch.profiler table of both paths after the timed steps (issue 5)
+step 180 "L-S baseline" python3 $tp --config L-S --variant baseline --micro-batch 8 --profile "$out/profile_L-S"
 step 150 "L-L baseline" python3 $tp --config L-L --variant baseline --micro-batch 8
 wait  # the CPU Adam build
 tail -2 "$out/cpu_adam_build.log" | tee -a "$log"
+# the planner's own choices for a 24 GiB card, measured (issue 4)
+step 420 "memory check (24 GiB plans)" python3 benchmarks/memory_check.py --configs L-L,M-L,L-S,S-S \
+  --variants baseline,foveated --gpu-mem 24 --global-batch 32
+cp benchmarks/memory_check.json "$out/" 2>/dev/null
 step 150 "offload L-L" python3 $tp --config L-L --variant baseline --micro-batch 8 --grad-accum 4 \
   --offload --only trainer --steps 3 --warmup 1
-step 150 "memory check L-L (24 GiB plan)" python3 benchmarks/memory_check.py --configs L-L --variants baseline \
-  --gpu-mem 24 --global-batch 32
-cp benchmarks/memory_check.json "$out/" 2>/dev/null
 step 90 "S-S baseline" python3 $tp --config S-S --variant baseline --micro-batch 8
 step 150 "offload L-S" python3 $tp --config L-S --variant baseline --micro-batch 8 --grad-accum 4 \
   --offload --only trainer --steps 3 --warmup 1

@@ -53,6 +53,25 @@ def _timed(step, n_warmup: int, n_steps: int) -> float:
     return time.perf_counter() - t0
 
 
+def _profile(step, name: str, args) -> None:
+    """After the timed run: `--profile-steps` more steps under torch.profiler; print the ops that
+    took the most device (CPU: host) time, and save a Chrome trace in --profile DIR."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(args.profile_steps):
+            step()
+        _sync()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(f"--- profile: {name}, {args.profile_steps} step(s), top ops by {key}")
+    print(prof.key_averages().table(sort_by=key, row_limit=args.profile_rows))
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(out / f"trace_{name}.json"))
+
+
 def _reset() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -89,6 +108,8 @@ def bench_plain(cfg: TrialConfig, vocab: int, args) -> dict:
 
     seconds = _timed(step, args.warmup, args.steps)
     out = {"path": "plain", "seconds": seconds, "peak_gib": _peak_gib()}
+    if args.profile:
+        _profile(step, "plain", args)
     del model, opt, fwd
     return out
 
@@ -119,6 +140,8 @@ def bench_trainer(cfg: TrialConfig, vocab: int, args) -> dict:
     # one fixed random batch: a falling loss shows the real-size model trains (it memorises it)
     out = {"path": "trainer", "seconds": seconds, "peak_gib": _peak_gib(),
            "first_loss": float(losses[0]), "last_loss": float(losses[-1]), "n_steps": len(losses)}
+    if args.profile:
+        _profile(step, "trainer", args)
     del engine, model
     return out
 
@@ -139,6 +162,10 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the plain step's model")
     p.add_argument("--only", choices=("plain", "trainer"))
     p.add_argument("--peak-tflops", type=float, help="override the device's peak bf16 TFLOP/s")
+    p.add_argument("--profile", metavar="DIR", help="after timing, profile each path: top-ops table + "
+                   "Chrome trace in DIR (timings above are taken without the profiler)")
+    p.add_argument("--profile-steps", type=int, default=2)
+    p.add_argument("--profile-rows", type=int, default=15)
     args = p.parse_args(argv)
     tiny = args.config.startswith("T")
     cuda = torch.cuda.is_available()
