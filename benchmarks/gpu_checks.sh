@@ -10,7 +10,7 @@
 # 3. measured vs planned memory of the planner's 24 GiB choices (benchmarks/memory_check.py);
 # 4. ZeRO-Offload at global batch 32 (micro-batch 8 x 4 accumulation), then S-S and offload L-S.
 # On the H200 (2026-11-26) steps 1-2 and offload L-L took ~290 s; results in the README.
-# DeepSpeed's CPU Adam op (offload) is compiled in the background while 1-2 run.
+# DeepSpeed's CPU Adam op (offload) is compiled in the background while step 1 runs.
 set -uo pipefail
 out=${1:-gpu_checks}
 mkdir -p "$out"
@@ -39,11 +39,11 @@ tp=benchmarks/trainer_throughput.py
 step 90 "train M-S baseline" python3 $tp --config M-S --variant baseline --micro-batch 8 --steps 8 --warmup 2 \
   --only trainer || exit 1
 step 90 "train M-S foveated" python3 $tp --config M-S --variant foveated --micro-batch 8 --steps 8 --warmup 2 --only trainer
+wait  # the CPU Adam build: no compile competing with the host side of the timed steps below
+tail -2 "$out/cpu_adam_build.log" | tee -a "$log"
 # trainer vs plain, with a torch.profiler table of both paths after the timed steps (issue 5)
 step 180 "L-S baseline" python3 $tp --config L-S --variant baseline --micro-batch 8 --profile "$out/profile_L-S"
 step 150 "L-L baseline" python3 $tp --config L-L --variant baseline --micro-batch 8
-wait  # the CPU Adam build
-tail -2 "$out/cpu_adam_build.log" | tee -a "$log"
 # the planner's own choices for a 24 GiB card, measured (issue 4)
 step 420 "memory check (24 GiB plans)" python3 benchmarks/memory_check.py --configs L-L,M-L,L-S,S-S \
   --variants baseline,foveated --gpu-mem 24 --global-batch 32
