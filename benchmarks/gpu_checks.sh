@@ -45,7 +45,7 @@ tail -2 "$out/cpu_adam_build.log" | tee -a "$log"
 step 180 "L-S baseline" python3 $tp --config L-S --variant baseline --micro-batch 8 --profile "$out/profile_L-S"
 step 150 "L-L baseline" python3 $tp --config L-L --variant baseline --micro-batch 8
 # the planner's own choices for a 24 GiB card, measured (issue 4)
-step 420 "memory check (24 GiB plans)" python3 benchmarks/memory_check.py --configs L-L,M-L,L-S,S-S \
+step 480 "memory check (24 GiB plans)" python3 benchmarks/memory_check.py --configs M-S,L-L,M-L,L-S,S-S \
   --variants baseline,foveated --gpu-mem 24 --global-batch 32
 cp benchmarks/memory_check.json "$out/" 2>/dev/null
 step 150 "offload L-L" python3 $tp --config L-L --variant baseline --micro-batch 8 --grad-accum 4 \
