@@ -70,8 +70,6 @@ def reuse_actors(args, use_gpu: bool) -> bool:
     which run minutes to hours and where a fresh process guarantees the previous trial's CUDA
     memory and DeepSpeed state are gone."""
     mode = getattr(args, "reuse_actors", "auto")
-    if isinstance(mode, bool):
-        return mode
     return mode == "on" or (mode == "auto" and trial_gpus(args, use_gpu) == 0)
 
 

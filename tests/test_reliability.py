@@ -123,14 +123,17 @@ class Driver:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"driver still running after {timeout} s:\n{self.output()[-4000:]}") from None
 
+    def _new_sessions(self) -> list[Path]:
+        return sorted(set(self.raydir.glob("session_2*")) - self.before)
+
     def trial_started(self, name: str) -> bool:
         """The trial has started training in this driver's Ray session (so a kill now hits a
         running trial, not a starting interpreter or a trial still being scheduled)."""
-        new = sorted(set(self.raydir.glob("session_2*")) - self.before)
+        new = self._new_sessions()
         return bool(new) and name in starts(new[-1])
 
     def session(self) -> Path:
-        new = sorted(set(self.raydir.glob("session_2*")) - self.before)
+        new = self._new_sessions()
         assert new, f"no Ray session under {self.raydir}"
         return new[-1]
 
