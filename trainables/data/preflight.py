@@ -31,7 +31,6 @@ def _missing_weights(name: str | None, arg: str, extra: tuple[str, ...] = ()) ->
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:
         return f"no directory {path}"
     from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.constants import HF_HUB_CACHE
 
     def cached(f: str) -> bool:
         try:
@@ -40,9 +39,9 @@ def _missing_weights(name: str | None, arg: str, extra: tuple[str, ...] = ()) ->
             return False
 
     if not cached("config.json") or not any(cached(f) for f in WEIGHT_FILES):
-        return f"{name} is not in the Hugging Face cache ({HF_HUB_CACHE})"
+        return f"{name} not in the Hugging Face cache"
     if extra and not any(cached(f) for f in extra):
-        return f"{name}'s tokenizer is not in the Hugging Face cache ({HF_HUB_CACHE})"
+        return f"{name}'s tokenizer not in the Hugging Face cache"
     return None
 
 
@@ -60,9 +59,11 @@ def check_weights(trials) -> None:
             if why and what not in problems:
                 problems[what] = (name, why)
     if problems:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
         hub = [name for name, why in problems.values() if "cache" in why]
-        how = f"download first (hf download {' / '.join(hub)})" if hub else "fix the path"
-        raise ConfigError("--init pretrained: " + "; ".join(f"{w}: {why}" for w, (_, why) in problems.items())
+        how = f"download first (hf download {' / '.join(hub)}; cache {HF_HUB_CACHE})" if hub else "fix the path"
+        raise ConfigError("--init pretrained: " + ", ".join(f"{w} ({why})" for w, (_, why) in problems.items())
                           + f"; {how} or use --init random")
 
 
