@@ -22,12 +22,12 @@ from search_spaces.sizes import ConfigError
 from search_spaces.trial import TrialConfig
 from trainables.data import sources, synthetic
 from trainables.data.prefetch import GPU_WORKERS, PREFETCH_FACTOR
+from trainables.data.sources import SHUFFLE_WINDOW
 from trainables.data.tokenizer import pretrained_tokenizer, vocabulary_from_texts, word_level_tokenizer
 
 # DINOv2's image processor normalises with the ImageNet statistics.
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
-SHUFFLE_WINDOW = 16  # parquet: rows are shuffled across this many row groups at a time
 
 
 @dataclass

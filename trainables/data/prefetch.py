@@ -16,8 +16,8 @@ def sample_bytes(cfg) -> int:
 
 
 def pipeline_host_bytes(cfg, micro_batch: int | None = None, workers: int = GPU_WORKERS) -> float:
-    """Host bytes of one trial's loader. A parquet source adds up to 2 cached row groups per
-    loader process (sources.ParquetRows.largest_group_bytes; --check-data prints it)."""
+    """Host bytes of one trial's loader. A parquet source adds up to sources.CACHED_GROUPS cached row
+    groups per loader process (sources.ParquetRows.largest_group_bytes; --check-data prints it)."""
     batch = max(cfg.micro_batch if micro_batch is None else micro_batch, EVAL_BATCH)
     in_flight = max(1, workers) * PREFETCH_FACTOR + 2
     return float(in_flight * batch * sample_bytes(cfg))

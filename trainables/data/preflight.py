@@ -144,6 +144,7 @@ def check_data(trials, batches: int = 4, out=print) -> int:
     """--check-data: validate as a launch would, then report on each distinct data set."""
     from trainables.data.pipeline import loader_workers, train_loader
     from trainables.data.prefetch import pipeline_host_bytes
+    from trainables.data.sources import CACHED_GROUPS
 
     check_names(trials)
     try:
@@ -168,7 +169,7 @@ def check_data(trials, batches: int = 4, out=print) -> int:
             out(f"  column {c}: {ty}{role}")
         if hasattr(tr.rows, "largest_group_bytes"):
             out(f"  parquet: {len(tr.rows.group_sizes)} row groups, largest {tr.rows.largest_group_bytes / 2**20:.1f} MiB "
-                f"uncompressed (each loader process caches up to 2)")
+                f"uncompressed (each loader process caches up to {CACHED_GROUPS})")
         nulls = data.description.get("null_captions")
         if nulls:
             out(f"  null captions: {nulls} rows (skipped as bad rows)")

@@ -23,7 +23,8 @@ from search_spaces.sizes import ConfigError
 
 # only an org/name id goes to the hub; anything else that does not exist is a missing path
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-CACHED_GROUPS = 2  # parquet row groups kept per process (a batch can straddle two)
+SHUFFLE_WINDOW = 4  # parquet: the epoch order shuffles rows across this many row groups at a time
+CACHED_GROUPS = SHUFFLE_WINDOW + 1  # row groups kept per process: a window, and a batch straddling the next
 
 
 def resolve(name: str) -> tuple[str, str]:
