@@ -18,11 +18,6 @@ from trainables.data.sources import resolve
 from trainables.data.tokenizer import word_level_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FOVEATED_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def tiny_cfg(**kw) -> TrialConfig:
     base = dict(variant="baseline", config="T1-T1", steps=4, frames=3, image_size=56, text_len=16,
                 global_batch=4, micro_batch=4, dataset_size=24, eval_size=8)
