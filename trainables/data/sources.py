@@ -152,17 +152,21 @@ class ParquetRows:
         return {f.name: str(f.type) for f in self.schema}
 
     def null_count(self, column: str) -> int | None:
-        """From the footers' statistics; None when a writer left them out."""
+        """Null rows of a flat column (a caption), from the footers' statistics or, when a writer
+        left them out, by reading that column alone; None for a nested column (frames), whose
+        leaf statistics count elements, not rows (its null rows show up as bad rows)."""
         import pyarrow.parquet as pq
 
         total = 0
         for f in self.files:
             meta = pq.ParquetFile(f).metadata
-            j = meta.schema.to_arrow_schema().get_field_index(column)
+            leaf = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == column), None)
+            if leaf is None:
+                return None
             for rg in range(meta.num_row_groups):
-                stats = meta.row_group(rg).column(j).statistics if j >= 0 else None
+                stats = meta.row_group(rg).column(leaf).statistics
                 if stats is None or not stats.has_null_count:
-                    return None
+                    return sum(v is None for v in self.iter_column(column))
                 total += stats.null_count
         return total
 
