@@ -290,3 +290,18 @@ def test_parquet_null_captions_are_counted_behind_nested_columns(tmp_path, stats
     assert rows.null_count("caption") == 3
     assert rows.null_count("frames") is None  # nested: unknown until decoded (bad rows)
     assert list(rows.group_sizes) == [4, 2] and rows[5]["caption"] == "c"
+
+
+def test_the_host_memory_plan_includes_the_loader_prefetch():
+    """--dry-run's host column: the trial process plus (4 workers x 2 + 2) uint8 batches in flight."""
+    from search_spaces.grids import expand
+    from search_spaces.planner import dry_run_rows
+    from trainables.data.prefetch import pipeline_host_bytes
+    from trainables.memory import GIB, HOST_BASE_BYTES
+
+    (cfg,) = expand("phase1", configs=["S-S"], variants=["baseline"], steps=[100])
+    loader = pipeline_host_bytes(cfg)
+    assert loader == 10 * 32 * (8 * 3 * 224 * 224 + 3 * 64 * 8)  # 368 MiB at phase size
+    (row,) = dry_run_rows([cfg], gpu_mem_gib=24.0)
+    assert not row["offload"]
+    assert row["host_mem_gib"] * GIB == pytest.approx(HOST_BASE_BYTES + 4.0 * row["n_params"] + loader)
