@@ -60,6 +60,7 @@ def tree(tmp_path_factory):
                    data / "undecodable.parquet")
     pq.write_table(pa.table({"image": [png(i) for i in range(n)], "caption": pa.array([None] * n, pa.string())}),
                    data / "null_captions.parquet")
+    (data / "garbage.parquet").write_bytes(b"not a parquet file at all")
 
     fit = root / "fit"
     fit.mkdir()
@@ -115,6 +116,7 @@ CASES = [
      "dataset path ~/no_such_clips.parquet does not exist"),
     ("dataset-null-captions", [*NARROW, "--dataset", "{root}/data/null_captions.parquet"],
      "the text column 'caption' is null in all 300 rows"),
+    ("dataset-not-parquet", [*NARROW, "--dataset", "{root}/data/garbage.parquet"], "is not a readable parquet file"),
     ("pretrained-weights-missing", [*NARROW, "--configs", "S-S", "--init", "pretrained"],
      "--init pretrained: LLM S (HuggingFaceTB/SmolLM2-135M not in the Hugging Face cache), ViT S (facebook/dinov2-small"),
     ("check-data-missing-dataset", ["--grid", "smoke", "--check-data", "--dataset", "./no_such_dir"],
