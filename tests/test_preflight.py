@@ -133,3 +133,19 @@ def test_check_data_synthetic_cli_writes_nothing(tmp_path):
     assert "decoded 80 rows in 5 batches of 16: 0 bad rows" in proc.stdout
     assert proc.stderr.strip() == ""
     assert files_under(home) == {}
+
+
+def test_a_wholly_undecodable_batch_is_one_config_error(tmp_path, monkeypatch):
+    """Past the first-rows check, a batch with no decodable row ends --check-data with the
+    trial's own message as one line (not a BadRows traceback)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"frames": [[b"not a jpeg"]] * 40, "caption": ["red circle top stays"] * 40}), path)
+    monkeypatch.setattr(preflight, "first_decodable", lambda data, cfg: None)
+    trials = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[10],
+                    overrides={"dataset": str(path), "frames_column": "frames", "eval_size": 4})
+    with pytest.raises(ConfigError, match="every row of a batch failed to decode") as e:
+        preflight.check_data(trials, batches=1, out=lambda line: None)
+    assert "\n" not in str(e.value)

@@ -142,7 +142,7 @@ def peak_rss_bytes() -> int:
 
 def check_data(trials, batches: int = 4, out=print) -> int:
     """--check-data: validate as a launch would, then report on each distinct data set."""
-    from trainables.data.pipeline import loader_workers, train_loader
+    from trainables.data.pipeline import BadRows, loader_workers, train_loader
     from trainables.data.prefetch import pipeline_host_bytes
     from trainables.data.sources import CACHED_GROUPS
 
@@ -175,17 +175,20 @@ def check_data(trials, batches: int = 4, out=print) -> int:
             out(f"  null captions: {nulls} rows (skipped as bad rows)")
         workers = loader_workers()
         _, loader = train_loader(tr, cfg, workers=workers)
-        it = iter(loader)
-        first = next(it)  # not timed: worker start-up
-        t0, n, bad, captions = time.perf_counter(), 0, first["n_bad_rows"], []
-        for _ in range(batches):
-            b = next(it)
-            n += b["frames"].shape[0] + b["n_bad_rows"]
-            bad += b["n_bad_rows"]
+        try:
+            it = iter(loader)
+            first = next(it)  # not timed: worker start-up
+            t0, n, bad = time.perf_counter(), 0, first["n_bad_rows"]
+            for _ in range(batches):
+                b = next(it)
+                n += b["frames"].shape[0] + b["n_bad_rows"]
+                bad += b["n_bad_rows"]
+        except BadRows as e:  # a whole batch undecodable: the trial would fail the same way
+            raise ConfigError(str(e).splitlines()[0]) from None
         rate = n / (time.perf_counter() - t0)
         del it, loader
-        samples = [tr.row(i) for i in range(3)]
-        captions = [str(r[tr.text_column]) for r in samples]
+        texts = (tr.row(i)[tr.text_column] for i in range(min(len(tr), DECODE_SAMPLE_ROWS)))
+        captions = [str(c) for c in texts if c is not None][:3]
         out(f"  frames per sample: {tuple(first['frames'].shape[1:])} {str(first['frames'].dtype).replace('torch.', '')} "
             f"(T, 3, H, W; normalised on the device)")
         for c in captions:
