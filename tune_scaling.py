@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="deterministic kernels: a resumed trial continues bit-identically (slower on GPU)")
     plan = p.add_argument_group("planning")
     plan.add_argument("--dry-run", action="store_true", help="print the per-trial cost/memory plan; start nothing")
+    plan.add_argument("--check-data", action="store_true", help="preflight: open the grid's data set as the trials "
+                      "would, decode a few batches, check weights and columns, print a report; start nothing")
     plan.add_argument("--gpu-mem", type=float, default=24.0, help="GPU memory budget in GiB (default 24, an RTX 4090)")
     plan.add_argument("--gpu-name", default="RTX 4090", help="GPU for the GPU-hours estimate")
     plan.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation for GPU-hours")
@@ -155,8 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             from sweep.lr_search import apply_lrs
 
             trials = apply_lrs(trials, args.lr_from)
+        from trainables.data import preflight
+
+        if args.check_data:
+            return preflight.check_data(trials)
         if args.dry_run:
+            preflight.check_names(trials)  # the cheap part: a missing --dataset path
             return dry_run(args, trials)
+        preflight.validate_launch(trials)  # weights, data set, columns: before Ray starts
         if args.lr_search:
             from sweep.lr_search import run_lr_search
 

@@ -130,67 +130,6 @@ def resume_hint(args) -> str:
     return f"interrupted: resume with: python tune_scaling.py {shlex.join(argv)}"
 
 
-def check_dataset(cfg, sample_rows: int = 32) -> None:
-    """Open one trial's real data set as its trials will (trainables.data.pipeline): path, splits,
-    columns, sizes; and decode rows until one works. A few bad rows are fine (skipped and
-    counted in training); none decodable among the first `sample_rows` is a ConfigError."""
-    from glob import glob
-
-    import datasets
-
-    from trainables.data.pipeline import ClipDataset, _split_real
-
-    name = cfg.dataset
-    if name.startswith(("/", ".", "~")) and not glob(name):
-        raise ConfigError(f"dataset path {name} does not exist")
-    parquet = sorted(glob(name) if name.endswith(".parquet") else glob(os.path.join(name, "*.parquet")))
-    if parquet:
-        import pyarrow.parquet as pq
-
-        try:
-            n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in parquet)
-        except Exception as e:  # noqa: BLE001 - not parquet after all
-            raise ConfigError(f"dataset {name!r}: {parquet[0]} is not a readable parquet file ({type(e).__name__})") from None
-        if n_rows == 0:
-            raise ConfigError(f"dataset {name!r}: the train split is empty (0 rows in {len(parquet)} parquet file(s))")
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # the CLI's error must stay one line
-    try:
-        train, _, frames_col, image_col, text_col = _split_real(cfg)
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001 - datasets / pyarrow raise many types for a bad file
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ConfigError(f"dataset {name!r} cannot be read ({type(e).__name__}: {first})") from None
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
-    rows = ClipDataset(train, cfg, None, frames_col, image_col, text_col, name)
-    n = min(len(train), sample_rows)
-    first_error = None
-    for i in range(n):
-        try:
-            rows.frames_of(i)
-            return
-        except Exception as e:  # noqa: BLE001 - any decoder failure is a bad row
-            first_error = first_error or f"row {i}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
-    column = f"frames column {frames_col!r}" if frames_col else f"image column {image_col!r}"
-    raise ConfigError(f"dataset {name!r}: none of the first {n} training rows has a decodable {column} "
-                      f"({first_error})")
-
-
-def preflight_data(trials) -> None:
-    """Check each distinct real data source once, in the driver, before any trial starts."""
-    seen = set()
-    for t in trials:
-        key = (t.dataset, t.image_column, t.frames_column, t.text_column, t.eval_size, t.dataset_seed,
-               t.frames, t.image_size)
-        if t.dataset == "synthetic" or key in seen:
-            continue
-        seen.add(key)
-        check_dataset(t)
-
-
 def run_sweep(args, trials) -> int:
     # the classic reporter: its columns can be chosen (the new engine prints every config key)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -230,7 +169,6 @@ def run_sweep(args, trials) -> int:
     from sweep.cluster import start_ray, storage_warning, tensorboard_message
     from sweep.wsd import wsd_search
 
-    preflight_data(trials)  # a bad --dataset is one line here, not one errored trial per config
     start_ray(args)  # probes --address first: an unreachable cluster is a one-line error
     if storage_warning(storage, args.address):
         print(storage_warning(storage, args.address), flush=True)

@@ -5,8 +5,8 @@ Each case runs the real command in a subprocess against one shared fixture tree:
 path holding an experiment of another grid, a non-Ray directory, a regular file where a
 directory should be; parquet data sets (good, empty, undecodable); fitting tables. The tree's
 files (size, mtime, SHA-256) and directories are compared before and after every case.
-Dataset problems are caught by the driver's pre-flight check (sweep.launch.check_dataset)
-before Ray starts, not by N errored trials. A few undecodable rows are not an error (skipped
+Dataset and weight problems are caught by the pre-flight check (trainables/data/preflight.py)
+before Ray starts, not by N errored trials; `--check-data` and `--dry-run` run it too. A few undecodable rows are not an error (skipped
 and counted: tests/test_data.py).
 """
 from __future__ import annotations
@@ -58,6 +58,9 @@ def tree(tmp_path_factory):
                    data / "empty.parquet")
     pq.write_table(pa.table({"image": [b"not an image %d" % i for i in range(n)], "caption": ["x"] * n}),
                    data / "undecodable.parquet")
+    pq.write_table(pa.table({"image": [png(i) for i in range(n)], "caption": pa.array([None] * n, pa.string())}),
+                   data / "null_captions.parquet")
+    (data / "garbage.parquet").write_bytes(b"not a parquet file at all")
 
     fit = root / "fit"
     fit.mkdir()
@@ -108,6 +111,22 @@ CASES = [
     ("dataset-empty", [*NARROW, "--dataset", "{root}/data/empty.parquet"], "the train split is empty"),
     ("dataset-all-undecodable", [*NARROW, "--dataset", "{root}/data/undecodable.parquet"],
      "none of the first 32 training rows has a decodable image column 'image'"),
+    ("dataset-relative-missing", [*NARROW, "--dataset", "my_clips"], "dataset path my_clips does not exist"),
+    ("dataset-tilde-missing", [*NARROW, "--dataset", "~/no_such_clips.parquet"],
+     "dataset path ~/no_such_clips.parquet does not exist"),
+    ("dataset-null-captions", [*NARROW, "--dataset", "{root}/data/null_captions.parquet"],
+     "the text column 'caption' is null in all 300 rows"),
+    ("dataset-not-parquet", [*NARROW, "--dataset", "{root}/data/garbage.parquet"], "is not a readable parquet file"),
+    ("pretrained-weights-missing", [*NARROW, "--configs", "S-S", "--init", "pretrained"],
+     "--init pretrained: LLM S (HuggingFaceTB/SmolLM2-135M not in the Hugging Face cache), ViT S (facebook/dinov2-small"),
+    ("check-data-missing-dataset", ["--grid", "smoke", "--check-data", "--dataset", "./no_such_dir"],
+     "dataset path ./no_such_dir does not exist"),
+    ("check-data-empty", ["--grid", "smoke", "--check-data", "--dataset", "{root}/data/empty.parquet"],
+     "the train split is empty"),
+    ("check-data-pretrained-weights-missing", ["--grid", "smoke", "--configs", "S-S", "--check-data", "--init", "pretrained"],
+     "--init pretrained: LLM S (HuggingFaceTB/SmolLM2-135M not in the Hugging Face cache)"),
+    ("dry-run-missing-dataset", ["--grid", "phase1", "--dry-run", "--dataset", "./no_such_dir"],
+     "dataset path ./no_such_dir does not exist"),
     ("fit-too-few-points", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "N", "--c", "C", "--loss", "L",
                             "--bootstrap", "5"], "need at least"),
     ("fit-nan-losses", ["-m", "fitting", "csv", "{root}/fit/nan.csv", "--n", "N", "--c", "C", "--loss", "L",
@@ -126,7 +145,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(tree, argv, expected):
     if argv[0] != "-m":  # the study CLI; the storage path is the fixture's unless the case names one
         argv = [str(ROOT / "tune_scaling.py"), "--storage-path", str(tree / "store"), *argv]
     before = state(tree)
-    env = dict(os.environ, RAY_TMPDIR=str(tree / "ray_tmp_unused"))  # nothing may start Ray here
+    env = dict(os.environ, RAY_TMPDIR=str(tree / "ray_tmp_unused"),  # nothing may start Ray here
+               HF_HUB_CACHE=str(tree / "hf_cache_unused"))  # an empty Hugging Face cache, never created
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])

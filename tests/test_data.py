@@ -1,5 +1,10 @@
-"""The synthetic data set, tokenizer, caption encoding, resumable order and real-data sources."""
+"""The synthetic data set, tokenizer, caption encoding, resumable order and real-data sources
+(streamed: the synthetic set is computed per index, real sets are read row by row)."""
 from __future__ import annotations
+
+import io
+import os
+import re
 
 import numpy as np
 import pytest
@@ -8,13 +13,9 @@ import torch
 from search_spaces.sizes import ConfigError
 from search_spaces.trial import TrialConfig
 from trainables.data import synthetic
-from trainables.data.pipeline import EpochCursor, collate, encode_caption, load_data, train_loader
+from trainables.data.pipeline import EpochCursor, collate, encode_caption, load_data, normalise_frames, train_loader
+from trainables.data.sources import resolve
 from trainables.data.tokenizer import word_level_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FOVEATED_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def tiny_cfg(**kw) -> TrialConfig:
@@ -24,15 +25,31 @@ def tiny_cfg(**kw) -> TrialConfig:
 
 
 def test_synthetic_is_deterministic_and_seed_dependent():
-    a = synthetic.generate(seed=7, split="train", size=6, frames=3, image_size=56)
-    b = synthetic.generate(seed=7, split="train", size=6, frames=3, image_size=56)
-    c = synthetic.generate(seed=8, split="train", size=6, frames=3, image_size=56)
-    fa, fb, fc = (np.asarray(d.with_format("numpy")["frames"]) for d in (a, b, c))
-    assert np.array_equal(fa, fb) and a["caption"] == b["caption"]
+    a = synthetic.SyntheticClips(seed=7, split="train", size=6, frames=3, image_size=56)
+    b = synthetic.SyntheticClips(seed=7, split="train", size=6, frames=3, image_size=56)
+    c = synthetic.SyntheticClips(seed=8, split="train", size=6, frames=3, image_size=56)
+    fa, fb, fc = (np.stack([d[i]["frames"] for i in range(6)]) for d in (a, b, c))
+    assert np.array_equal(fa, fb) and [a[i]["caption"] for i in range(6)] == [b[i]["caption"] for i in range(6)]
     assert not np.array_equal(fa, fc)
     # the eval split is a different set of clips, not a copy of the training one
-    e = synthetic.generate(seed=7, split="eval", size=6, frames=3, image_size=56)
-    assert e["caption"] != a["caption"]
+    e = synthetic.SyntheticClips(seed=7, split="eval", size=6, frames=3, image_size=56)
+    assert [e[i]["caption"] for i in range(6)] != [a[i]["caption"] for i in range(6)]
+
+
+def test_synthetic_clips_are_computed_per_index_at_any_size(tmp_path, monkeypatch):
+    """A billion-clip set opens at once; clip i is the same whether read alone or in order,
+    and it is exactly make_clip on its own (seed, split, index) RNG: no state, nothing stored."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    huge = synthetic.SyntheticClips(seed=3, split="train", size=10**9, frames=8, image_size=224)
+    last = huge[10**9 - 1]
+    video, caption = synthetic.make_clip(np.random.default_rng(synthetic._clip_seed(3, "train", 10**9 - 1)), 8, 224)
+    assert np.array_equal(last["frames"], video) and last["caption"] == caption
+    assert last["frames"].shape == (8, 224, 224, 3)
+    small = synthetic.SyntheticClips(seed=3, split="train", size=5, frames=8, image_size=224)
+    assert np.array_equal(small[4]["frames"], huge[4]["frames"])
+    with pytest.raises(IndexError):
+        small[5]
+    assert list(tmp_path.iterdir()) == []  # no cache written
 
 
 def test_caption_describes_what_is_drawn():
@@ -82,11 +99,25 @@ def test_loader_batches_follow_the_batch_contract():
     assert data.vocab_size == len(synthetic.vocabulary()) + 4
     _, loader = train_loader(data.train, cfg)
     batch = next(iter(loader))
-    assert batch["frames"].shape == (4, 3, 3, 56, 56) and batch["frames"].dtype == torch.float32
+    assert batch["frames"].shape == (4, 3, 3, 56, 56) and batch["frames"].dtype == torch.uint8
     assert batch["input_ids"].shape == batch["labels"].shape == (4, 16)
     assert batch["n_bad_rows"] == 0
-    # normalised pixels: the dark background sits well below zero
-    assert batch["frames"].mean() < 0
+    # normalised on the device: the dark background sits well below zero
+    x = normalise_frames(batch["frames"], torch.float32)
+    assert x.dtype == torch.float32 and x.mean() < 0
+    want = (batch["frames"][0, 0, 0, 0, 0].item() / 255 - 0.485) / 0.229
+    assert x[0, 0, 0, 0, 0].item() == pytest.approx(want, rel=1e-6)
+
+
+def test_loader_workers_give_the_batches_of_the_main_process():
+    cfg = tiny_cfg()
+    data = load_data(cfg)
+    seqs = []
+    for workers in (0, 2):
+        _, loader = train_loader(data.train, cfg, workers=workers)
+        seqs.append([b for _, b in zip(range(7), loader)])  # 7 batches of 4 from 24 rows: crosses an epoch
+    for a, b in zip(*seqs):
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["input_ids"], b["input_ids"])
 
 
 def _write_images(tmp_path, n, bad_rows=()):
@@ -115,7 +146,7 @@ def test_real_images_are_resized_replicated_and_bad_rows_counted(tmp_path):
     bad = [it for it in items if "bad_row" in it]
     assert len(bad) == 1 and "Error" in bad[0]["error"]
     good = [it for it in items if "bad_row" not in it]
-    assert good[0]["frames"].shape == (3, 3, 56, 56)
+    assert good[0]["frames"].shape == (3, 3, 56, 56) and good[0]["frames"].dtype == torch.uint8
     assert torch.equal(good[0]["frames"][0], good[0]["frames"][2])  # an image is replicated to T frames
     batch = collate(items[:8])
     assert batch["n_bad_rows"] == sum("bad_row" in it for it in items[:8])
@@ -141,8 +172,136 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         load_data(tiny_cfg(dataset="no-such-user/no-such-dataset-xyz"))
 
 
+@pytest.mark.parametrize("name", ["my_clips", "./x", "~/clips.parquet", "data/../x.parquet", "clips_*.parquet"])
+def test_a_missing_path_is_not_looked_up_on_the_hub(name, monkeypatch, tmp_path):
+    import datasets
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("went to the hub"))
+    with pytest.raises(ConfigError, match=f"dataset path {re.escape(name)} does not exist") as e:
+        load_data(tiny_cfg(dataset=name))
+    assert "~" not in str(e.value).split("(")[-1]  # the expanded path is shown
+    assert resolve("org/name") == ("hub", "org/name")  # only an org/name id goes to the hub
+
+
+def test_tilde_is_expanded(tmp_path, monkeypatch):
+    path = _write_parquet(tmp_path, 12, frames=2)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = tiny_cfg(dataset="~/" + os.path.basename(path), frames_column="frames", eval_size=4)
+    assert len(load_data(cfg).train) == 8
+
+
 def test_all_rows_undecodable_is_an_error(tmp_path):
     path = _write_images(tmp_path, 12, bad_rows=set(range(12)))
     data = load_data(tiny_cfg(dataset=path, image_column="image", text_column="text", eval_size=4))
     with pytest.raises(RuntimeError, match="every row of a batch failed to decode"):
         collate([data.train[i] for i in range(4)], dataset_name=path)
+
+
+def _write_parquet(tmp_path, n, frames=8, size=56, row_group=5, captions=None, fmt="PNG"):
+    """Clips as a user would store them: one encoded image per frame (list<binary>) + caption."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    def enc(a):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format=fmt)
+        return buf.getvalue()
+
+    clips, caps = [], []
+    for i in range(n):
+        video, caption = synthetic.make_clip(np.random.default_rng(i), frames, size)
+        clips.append([enc(f) for f in video])
+        caps.append(caption)
+    path = tmp_path / "clips.parquet"
+    pq.write_table(pa.table({"frames": clips, "caption": caps if captions is None else captions}),
+                   path, row_group_size=row_group)
+    return str(path)
+
+
+def test_parquet_streams_by_row_group_without_copies(tmp_path, monkeypatch):
+    """Parquet clips are read in place (no Arrow copy in the HF cache), split by whole row
+    groups, shuffled within windows of groups, and decode to the frames that were written."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    path = _write_parquet(tmp_path, 40, frames=3)
+    cfg = tiny_cfg(dataset=path, frames_column="frames", eval_size=8)
+    data = load_data(cfg)
+    assert len(data.train) == 32 and len(data.eval) == 8
+    assert not set(data.train.index) & set(data.eval.index)
+    assert sorted(data.train.groups) == [2] + [5] * 6  # 8 groups of 5: one held out whole, 3 rows of another
+    item = data.train[0]
+    video, caption = synthetic.make_clip(np.random.default_rng(int(data.train.index[0])), 3, 56)
+    assert np.array_equal(item["frames"].numpy(), video.transpose(0, 3, 1, 2))  # PNG is lossless
+    perm = EpochCursor(32, 4, seed=0, groups=data.train.groups, window=2)._perm(0)
+    assert sorted(perm.tolist()) == list(range(32))
+    cursor, loader = train_loader(data.train, cfg)
+    batch = next(iter(loader))
+    assert batch["frames"].shape == (4, 3, 3, 56, 56) and batch["n_bad_rows"] == 0
+    assert not (tmp_path / "hf").exists()  # nothing cached
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips.parquet"]
+
+
+def test_grouped_cursor_resumes_exactly():
+    groups = np.array([5, 5, 3, 5, 2])
+    full = EpochCursor(20, 3, seed=4, groups=groups, window=2)
+    seq = [b for _, b in zip(range(14), iter(full))]
+    assert sorted(sum(seq[:6], [])) == sorted(set(sum(seq[:6], [])))  # no repeats within an epoch
+    head = EpochCursor(20, 3, seed=4, groups=groups, window=2)
+    for _ in range(8):
+        head.advance()
+    resumed = EpochCursor(20, 3, seed=4, **head.state_dict(), groups=groups, window=2)
+    assert [b for _, b in zip(range(6), iter(resumed))] == seq[8:14]
+
+
+def test_null_captions_are_bad_rows_and_all_null_is_an_error(tmp_path):
+    caps = [None if i % 4 == 0 else "red circle top stays" for i in range(20)]
+    path = _write_parquet(tmp_path, 20, frames=2, captions=caps)
+    data = load_data(tiny_cfg(dataset=path, frames_column="frames", eval_size=4))
+    assert data.description["null_captions"] == 5
+    items = [data.train[i] for i in range(len(data.train))]
+    nulls = sum(caps[data.train.index[i]] is None for i in range(len(data.train)))
+    assert sum("bad_row" in it for it in items) == nulls > 0
+    path = _write_parquet(tmp_path / "..", 20, frames=2, captions=pa_nulls(20))
+    with pytest.raises(ConfigError, match="the text column 'caption' is null in all 20 rows"):
+        load_data(tiny_cfg(dataset=path, frames_column="frames", eval_size=4))
+
+
+def pa_nulls(n):
+    import pyarrow as pa
+
+    return pa.array([None] * n, pa.string())
+
+
+@pytest.mark.parametrize("stats", [True, False], ids=["footer-stats", "no-stats"])
+def test_parquet_null_captions_are_counted_behind_nested_columns(tmp_path, stats):
+    """The caption's null count comes from its own leaf (an image struct and a frames list come
+    first); without footer statistics the caption column alone is read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainables.data.sources import ParquetRows
+
+    image = pa.array([{"bytes": b"x", "path": None}] * 6, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    table = pa.table({"image": image, "frames": [[b"a", None]] * 6, "caption": ["a", None, "b", None, None, "c"]})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=4, write_statistics=stats)
+    rows = ParquetRows([str(tmp_path / "t.parquet")])
+    assert rows.null_count("caption") == 3
+    assert rows.null_count("frames") is None  # nested: unknown until decoded (bad rows)
+    assert list(rows.group_sizes) == [4, 2] and rows[5]["caption"] == "c"
+
+
+def test_the_host_memory_plan_includes_the_loader_prefetch():
+    """--dry-run's host column: the trial process plus (4 workers x 2 + 2) uint8 batches in flight."""
+    from search_spaces.grids import expand
+    from search_spaces.planner import dry_run_rows
+    from trainables.data.prefetch import pipeline_host_bytes
+    from trainables.memory import GIB, HOST_BASE_BYTES
+
+    (cfg,) = expand("phase1", configs=["S-S"], variants=["baseline"], steps=[100])
+    loader = pipeline_host_bytes(cfg)
+    assert loader == 10 * 32 * (8 * 3 * 224 * 224 + 3 * 64 * 8)  # 368 MiB at phase size
+    (row,) = dry_run_rows([cfg], gpu_mem_gib=24.0)
+    assert not row["offload"]
+    assert row["host_mem_gib"] * GIB == pytest.approx(HOST_BASE_BYTES + 4.0 * row["n_params"] + loader)

@@ -146,3 +146,23 @@ def test_rng_state_round_trip():
     b = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
     assert not math.isnan(b[2])
+
+
+@pytest.mark.slow
+def test_phase_size_clips_stream_and_resume_bit_identically(ray_session, tmp_path):
+    """The phase grids' data path at its real size (20,000 synthetic clips of 8 frames x 224²,
+    computed per index by the streaming loader), on a tiny model: a trial that dies at step 5
+    resumes from its step-3 checkpoint with exactly the losses of an uninterrupted one."""
+    (clean,) = expand("phase1", configs=["T1-T1"], variants=["baseline"], steps=[6],
+                      overrides={"init": "random", "precision": "fp32", "global_batch": 4, "micro_batch": 4,
+                                 "text_len": 16, "query_dim": 32, "eval_size": 8, "milestones": [3],
+                                 "deterministic": True})
+    assert (clean.frames, clean.image_size, clean.dataset_size) == (8, 224, 20000)
+    faulty = clean.replace(fault="raise@5", tag="faulty")
+    results = run([clean, faulty], tmp_path, "phase_data", max_failures=1)
+    assert all(r.error is None for r in results), [r.error for r in results]
+    a, b = ({r["step"]: r for r in history(res) if r.get("re_reported") is not True} for res in results)
+    assert sorted(a) == sorted(b) == [3, 6]
+    for key in ("train_loss", "eval_loss", "samples"):
+        assert a[6][key] == b[6][key], key
+    assert any(r.get("resumed_from_step") == 3 for r in history(results[1]))

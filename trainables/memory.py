@@ -26,6 +26,7 @@ from functools import lru_cache
 
 from search_spaces.sizes import LLMSize, ViTSize
 from search_spaces.trial import TrialConfig
+from trainables.data.prefetch import pipeline_host_bytes
 
 GIB = 2**30
 # The CUDA context, cuBLAS/cuDNN workspaces and the NCCL/gloo set-up live outside the caching
@@ -297,6 +298,6 @@ def estimate_memory(
     # accumulation the fp32 accumulator 4 = 22 B/param in bf16; that plus the base process
     # matches the ~22-24 B/param RSS observed for a 1.7B model.
     offload_state = P * (4 + 8 + 4 + e + (4 if accum > 1 else 0)) if off else 0.0
-    host = HOST_BASE_BYTES + max(4.0 * P, offload_state)
+    host = HOST_BASE_BYTES + max(4.0 * P, offload_state) + pipeline_host_bytes(cfg, mb)  # + loader prefetch
     acts = activation_bytes(cfg, mb, ckpt, vocab_size)
     return MemoryEstimate(mb, off, ckpt, P, weights, grads, optimizer, step, acts, host)

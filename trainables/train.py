@@ -19,7 +19,7 @@ import torch
 
 from search_spaces.trial import TrialConfig
 from trainables import checkpoint as ckpt
-from trainables.data.pipeline import eval_batches, load_data, train_loader
+from trainables.data.pipeline import eval_batches, load_data, normalise_frames, train_loader
 from trainables.metrics import ThroughputMeter, memory_metrics
 
 EVAL_BATCH = 32
@@ -76,7 +76,7 @@ def llm_tokens_per_sample(cfg: TrialConfig) -> int:
 
 def _to_device(batch: dict, device, dtype) -> dict:
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "n_bad_rows"}
-    out["frames"] = out["frames"].to(dtype)
+    out["frames"] = normalise_frames(out["frames"], dtype)  # uint8 on the host, normalised here
     return out
 
 

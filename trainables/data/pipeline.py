@@ -1,6 +1,10 @@
 """One data pipeline for both variants: source -> frames + caption ids + caption-only labels.
 
-Sources: the embedded synthetic set, a hub id, a `save_to_disk` directory or parquet files.
+Sources (trainables/data/sources.py): the synthetic set, computed clip by clip; a hub id or a
+`save_to_disk` directory (memory-mapped Arrow); parquet files (read by row group). Rows are
+decoded per batch in DataLoader workers; host memory is the loader's prefetch
+(`pipeline_host_bytes`), whatever the number of rows. Frames travel as uint8 and are
+normalised on the device (`normalise_frames`): 4x less host memory and PCIe than float32.
 Order: a seeded permutation per epoch, consumed through a cursor that is saved in every
 checkpoint, so a resumed trial sees exactly the samples an uninterrupted one would have.
 """
@@ -10,14 +14,15 @@ import functools
 import io
 import os
 from dataclasses import dataclass
-from glob import glob
 
 import numpy as np
 import torch
 
 from search_spaces.sizes import ConfigError
 from search_spaces.trial import TrialConfig
-from trainables.data import synthetic
+from trainables.data import sources, synthetic
+from trainables.data.prefetch import GPU_WORKERS, PREFETCH_FACTOR
+from trainables.data.sources import SHUFFLE_WINDOW
 from trainables.data.tokenizer import pretrained_tokenizer, vocabulary_from_texts, word_level_tokenizer
 
 # DINOv2's image processor normalises with the ImageNet statistics.
@@ -35,25 +40,36 @@ class DataBundle:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Rows of a `datasets.Dataset` -> (frames [T,3,H,W] float, input_ids, attention_mask, labels)."""
+    """Rows of a source -> (frames [T,3,H,W] uint8, input_ids, attention_mask, labels).
+
+    `index` maps this split's positions to source rows (None: all rows); `groups` are the
+    sizes of the runs of positions that lie together on disk (None: random access is cheap).
+    Without a tokenizer (the preflight) items carry the caption text instead of ids.
+    """
 
     def __init__(self, rows, cfg: TrialConfig, tokenizer, frames_column: str | None,
-                 image_column: str | None, text_column: str, name: str):
+                 image_column: str | None, text_column: str, name: str,
+                 index: np.ndarray | None = None, groups: np.ndarray | None = None):
         self.rows, self.cfg, self.tok = rows, cfg, tokenizer
         self.frames_column, self.image_column, self.text_column = frames_column, image_column, text_column
-        self.name = name
+        self.name, self.index, self.groups = name, index, groups
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) if self.index is None else len(self.index)
 
-    def _decode(self, item, row: int) -> np.ndarray:
+    def row(self, i: int) -> dict:
+        return self.rows[int(i if self.index is None else self.index[i])]
+
+    def _decode(self, item) -> np.ndarray:
         """Anything image-like -> (H, W, 3) uint8 at the trial's image size."""
         from PIL import Image
 
-        if isinstance(item, np.ndarray):
+        if isinstance(item, list):  # a raw array stored as nested lists (parquet)
+            item = np.asarray(item, dtype=np.uint8)
+        if isinstance(item, np.ndarray) and item.dtype != object:
             # note: datasets' numpy format hands Array4D uint8 back as int64
             item = item.astype(np.uint8, copy=False)
-            if item.shape[:2] == (self.cfg.image_size,) * 2:
+            if item.shape == (self.cfg.image_size, self.cfg.image_size, 3):
                 return item
         if isinstance(item, dict):  # datasets Image feature with decode=False
             item = item.get("bytes") or item.get("path")
@@ -63,32 +79,51 @@ class ClipDataset(torch.utils.data.Dataset):
             item = Image.open(item)
         elif isinstance(item, np.ndarray):
             item = Image.fromarray(item)
-        img = item.convert("RGB").resize((self.cfg.image_size,) * 2, Image.BILINEAR)
+        if item is None:
+            raise ValueError("null image")
+        img = item.convert("RGB")
+        if img.size != (self.cfg.image_size,) * 2:
+            img = img.resize((self.cfg.image_size,) * 2, Image.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
 
-    def frames_of(self, row: int) -> np.ndarray:
-        """(T, H, W, 3) uint8 for row `row`; images are replicated to T frames."""
-        r = self.rows[row]
+    def frames_of(self, i: int, r: dict | None = None) -> np.ndarray:
+        """(T, H, W, 3) uint8 of position i; images are replicated to T frames."""
+        r = self.row(i) if r is None else r
         T = self.cfg.frames
         if self.frames_column:
             clip = r[self.frames_column]
-            frames = [self._decode(f, row) for f in clip]
-            if not frames:
+            if clip is None or len(clip) == 0:
                 raise ValueError("no frames")
+            if isinstance(clip, np.ndarray) and clip.dtype != object and clip.shape[1:] == (self.cfg.image_size,) * 2 + (3,):
+                frames = clip.astype(np.uint8, copy=False)  # a fixed-shape array: decode nothing
+            else:
+                frames = [self._decode(f) for f in clip]
             # fewer frames than T: repeat the last one; more: take T evenly spaced
             idx = np.linspace(0, len(frames) - 1, T).round().astype(int)
-            return np.stack([frames[i] for i in idx])
-        return np.repeat(self._decode(r[self.image_column], row)[None], T, axis=0)
+            return np.stack([frames[j] for j in idx])
+        return np.repeat(self._decode(r[self.image_column])[None], T, axis=0)
 
-    def __getitem__(self, row: int):
+    def __getitem__(self, i: int):
         try:
-            video = self.frames_of(row)
+            r = self.row(i)
+            video = self.frames_of(i, r)
+            caption = r[self.text_column]
+            if caption is None:
+                raise ValueError(f"null {self.text_column!r}")
         except Exception as e:  # noqa: BLE001 - any decoder failure is a bad row, counted by collate
-            return {"bad_row": row, "error": f"{type(e).__name__}: {e}"}
-        x = (video.astype(np.float32) / 255.0 - IMAGE_MEAN) / IMAGE_STD
-        frames = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # T,3,H,W
-        ids, mask, labels = encode_caption(self.tok, str(self.rows[row][self.text_column]), self.cfg.text_len)
+            return {"bad_row": int(i), "error": f"{type(e).__name__}: {e}"}
+        frames = torch.from_numpy(np.ascontiguousarray(video.transpose(0, 3, 1, 2)))  # T,3,H,W uint8
+        if self.tok is None:
+            return {"frames": frames, "caption": str(caption)}
+        ids, mask, labels = encode_caption(self.tok, str(caption), self.cfg.text_len)
         return {"frames": frames, "input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def normalise_frames(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> DINOv2-normalised `dtype`, on frames' device (fp32 arithmetic)."""
+    mean = torch.as_tensor(IMAGE_MEAN, device=frames.device).view(3, 1, 1)
+    std = torch.as_tensor(IMAGE_STD, device=frames.device).view(3, 1, 1)
+    return ((frames.float() / 255.0 - mean) / std).to(dtype)
 
 
 def encode_caption(tok, caption: str, text_len: int):
@@ -113,20 +148,36 @@ def collate(items: list[dict], dataset_name: str = "") -> dict:
         first = bad[0]
         raise BadRows(f"dataset {dataset_name}: every row of a batch failed to decode "
                       f"(e.g. row {first['bad_row']}: {first['error']})")
-    batch = {k: torch.stack([it[k] for it in good]) for k in good[0]}
+    batch = {k: torch.stack([it[k] for it in good]) if torch.is_tensor(good[0][k]) else [it[k] for it in good]
+             for k in good[0]}
     batch["n_bad_rows"] = len(bad)
     return batch
 
 
 class EpochCursor:
-    """Infinite, seeded, resumable sequence of index batches: state = (epoch, cursor)."""
+    """Infinite, seeded, resumable sequence of index batches: state = (epoch, cursor).
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int = 0, cursor: int = 0):
+    groups (sizes of runs of adjacent positions, e.g. parquet row groups): the epoch's order
+    shuffles the groups, then rows within each window of `window` groups, so reads stay local.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int = 0, cursor: int = 0,
+                 groups: np.ndarray | None = None, window: int = SHUFFLE_WINDOW):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.epoch, self.cursor = epoch, cursor
+        self.groups, self.window = groups, window
 
     def _perm(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.groups is None:
+            return rng.permutation(self.n)
+        starts = np.concatenate([[0], np.cumsum(self.groups)[:-1]])
+        order = rng.permutation(len(self.groups))
+        parts = []
+        for w in range(0, len(order), self.window):
+            rows = np.concatenate([np.arange(starts[g], starts[g] + self.groups[g]) for g in order[w : w + self.window]])
+            parts.append(rng.permutation(rows))
+        return np.concatenate(parts)
 
     def __iter__(self):
         epoch, cursor = self.epoch, self.cursor
@@ -148,86 +199,84 @@ class EpochCursor:
         return {"epoch": self.epoch, "cursor": self.cursor}
 
 
-def train_loader(ds: ClipDataset, cfg: TrialConfig, state: dict | None = None, workers: int = 0):
-    cursor = EpochCursor(len(ds), cfg.micro_batch, cfg.seed, **(state or {}))
+def loader_workers() -> int:
+    """DataLoader worker processes: GPU_WORKERS under CUDA; none on CPU, where the trial's own
+    cores train (FOVEATED_DATA_WORKERS overrides either)."""
+    env = os.environ.get("FOVEATED_DATA_WORKERS")
+    if env:
+        return max(0, int(env))
+    return min(GPU_WORKERS, max(1, (os.cpu_count() or 2) - 1)) if torch.cuda.is_available() else 0
+
+
+def _loader(ds: "ClipDataset", workers: int, **kw) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        ds, num_workers=workers, prefetch_factor=PREFETCH_FACTOR if workers else None,
+        pin_memory=torch.cuda.is_available(), collate_fn=functools.partial(collate, dataset_name=ds.name), **kw,
+    )
+
+
+def train_loader(ds: ClipDataset, cfg: TrialConfig, state: dict | None = None, workers: int | None = None):
+    """(cursor, loader): the loader prefetches ahead; training calls cursor.advance() per batch
+    consumed, so the checkpointed cursor never counts a prefetched batch."""
     if len(ds) < cfg.micro_batch:
         raise ConfigError(f"dataset {ds.name}: {len(ds)} training rows, fewer than one micro-batch ({cfg.micro_batch})")
-    loader = torch.utils.data.DataLoader(
-        ds, batch_sampler=cursor, num_workers=workers,
-        collate_fn=functools.partial(collate, dataset_name=ds.name),
-    )
-    return cursor, loader
+    cursor = EpochCursor(len(ds), cfg.micro_batch, cfg.seed, **(state or {}), groups=ds.groups)
+    return cursor, _loader(ds, loader_workers() if workers is None else workers, batch_sampler=cursor)
 
 
-def eval_batches(ds: ClipDataset, batch_size: int):
-    for start in range(0, len(ds), batch_size):
-        yield collate([ds[i] for i in range(start, min(len(ds), start + batch_size))], ds.name)
+def eval_batches(ds: ClipDataset, batch_size: int, workers: int | None = None):
+    """The whole eval split in order (its rows ascending: parquet groups are read once)."""
+    yield from _loader(ds, loader_workers() if workers is None else workers, batch_size=batch_size, shuffle=False)
 
 
 # -- sources --------------------------------------------------------------------------------
-def _open_source(name: str):
-    """A hub id, a save_to_disk directory or parquet file(s)/glob -> `datasets` Dataset or DatasetDict."""
-    import datasets
-
-    if os.path.isdir(name) and (os.path.exists(os.path.join(name, "dataset_info.json"))
-                                or os.path.exists(os.path.join(name, "dataset_dict.json"))):
-        return datasets.load_from_disk(name)
-    if name.endswith(".parquet") or (os.path.isdir(name) and glob(os.path.join(name, "*.parquet"))):
-        files = sorted(glob(os.path.join(name, "*.parquet"))) if os.path.isdir(name) else sorted(glob(name))
-        if not files:
-            raise ConfigError(f"dataset {name!r}: no parquet files match")
-        return datasets.load_dataset("parquet", data_files=files)
-    if os.path.exists(name):
-        raise ConfigError(f"dataset {name!r}: a path, but neither a save_to_disk directory nor parquet files")
-    try:
-        return datasets.load_dataset(name)
-    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
-        raise ConfigError(f"dataset {name!r} not found locally or on the hub ({type(e).__name__}); "
-                          "pass a save_to_disk directory or parquet files") from None
-
-
-def load_data(cfg: TrialConfig) -> DataBundle:
+def load_data(cfg: TrialConfig, tokenizer: bool = True) -> DataBundle:
+    """The trial's splits, opened lazily. tokenizer=False: no tokenizer (items carry captions)."""
+    description = {"dataset": cfg.dataset, "dataset_seed": cfg.dataset_seed}
     if cfg.dataset == "synthetic":
-        train = synthetic.load_or_generate(cfg.dataset_seed, "train", cfg.dataset_size, cfg.frames, cfg.image_size)
-        evl = synthetic.load_or_generate(cfg.dataset_seed, "eval", cfg.eval_size, cfg.frames, cfg.image_size)
-        train, evl = train.with_format("numpy"), evl.with_format("numpy")
+        train = synthetic.SyntheticClips(cfg.dataset_seed, "train", cfg.dataset_size, cfg.frames, cfg.image_size)
+        evl = synthetic.SyntheticClips(cfg.dataset_seed, "eval", cfg.eval_size, cfg.frames, cfg.image_size)
         frames_col, image_col, text_col = "frames", None, "caption"
+        train_index = eval_index = train_groups = None
         words = synthetic.vocabulary()
+        n_train, n_eval = len(train), len(evl)
     else:
-        train, evl, frames_col, image_col, text_col = _split_real(cfg)
+        rows, frames_col, image_col, text_col = open_real(cfg)
+        sizes = rows.group_sizes if rows.group_sizes is not None else np.ones(len(rows), np.int64)
+        train_index, train_groups, eval_index = sources.split_rows(sizes, cfg.eval_size, cfg.dataset_seed)
+        train_groups = None if rows.group_sizes is None else train_groups
+        train = evl = rows
         words = None
-    if cfg.init == "pretrained":
+        n_train, n_eval = len(train_index), len(eval_index)
+        description["null_captions"] = rows.null_count(text_col)
+    tok = None
+    if tokenizer and cfg.init == "pretrained":
         llm, _ = cfg.sizes
         tok = pretrained_tokenizer(cfg.llm_path or llm.hub_id)
-    else:
-        if words is None:
-            words = vocabulary_from_texts(str(t) for t in train[text_col])
+    elif tokenizer:
+        if words is None:  # train captions only, streamed from the text column
+            keep = np.zeros(len(rows), bool)
+            keep[train_index] = True
+            words = vocabulary_from_texts(str(t) for t, k in zip(rows.iter_column(text_col), keep) if k and t is not None)
         tok = word_level_tokenizer(words)
     name = cfg.dataset
-    bundle = DataBundle(
-        train=ClipDataset(train, cfg, tok, frames_col, image_col, text_col, name),
-        eval=ClipDataset(evl, cfg, tok, frames_col, image_col, text_col, name),
+    description.update({"train_rows": n_train, "eval_rows": n_eval, "vocab_size": len(tok) if tok else None})
+    return DataBundle(
+        train=ClipDataset(train, cfg, tok, frames_col, image_col, text_col, name, train_index, train_groups),
+        eval=ClipDataset(evl, cfg, tok, frames_col, image_col, text_col, name, eval_index),
         tokenizer=tok,
-        vocab_size=len(tok),
-        description={"dataset": name, "train_rows": len(train), "eval_rows": len(evl),
-                     "dataset_seed": cfg.dataset_seed, "vocab_size": len(tok)},
+        vocab_size=len(tok) if tok else 0,
+        description=description,
     )
-    return bundle
 
 
-def _split_real(cfg: TrialConfig):
-    import datasets
-
-    src = _open_source(cfg.dataset)
-    if isinstance(src, datasets.DatasetDict):
-        if "train" not in src:
-            raise ConfigError(f"dataset {cfg.dataset!r} has no 'train' split (splits: {', '.join(src)})")
-        rows = src["train"]
-    else:
-        rows = src
+def open_real(cfg: TrialConfig):
+    """(rows, frames column, image column, text column) of a real data set, its columns checked."""
+    kind, location = sources.resolve(cfg.dataset)
+    rows = sources.open_rows(kind, location, cfg.frames_column)
     if len(rows) == 0:
         raise ConfigError(f"dataset {cfg.dataset!r}: the train split is empty")
-    cols = set(rows.column_names)
+    cols = set(rows.column_types)
     frames_col, image_col, text_col = cfg.frames_column, cfg.image_column, cfg.text_column
     if not frames_col and not image_col:
         image_col = next((c for c in ("image", "img", "jpg", "png") if c in cols), None)
@@ -238,9 +287,16 @@ def _split_real(cfg: TrialConfig):
     if not frames_col and not image_col:
         raise ConfigError(f"dataset {cfg.dataset!r}: no image or frames column found; pass --image-column "
                           f"or --frames-column (columns: {', '.join(sorted(cols))})")
-    if image_col and isinstance(rows.features.get(image_col), datasets.Image):
-        rows = rows.cast_column(image_col, datasets.Image(decode=False))  # decode ourselves: count bad rows
+    if isinstance(rows, sources.ArrowRows) and image_col:
+        import datasets
+
+        if isinstance(rows.ds.features.get(image_col), datasets.Image):  # decode ourselves: count bad rows
+            rows.ds = rows.ds.cast_column(image_col, datasets.Image(decode=False))
+    for role, col in (("text", text_col), ("image", image_col), ("frames", frames_col)):
+        if col is not None and rows.null_count(col) == len(rows):
+            raise ConfigError(f"dataset {cfg.dataset!r}: the {role} column {col!r} is null in all {len(rows)} rows")
+    if isinstance(rows, sources.ParquetRows):
+        rows.columns = [c for c in (frames_col, image_col, text_col) if c]
     if len(rows) <= cfg.eval_size:
         raise ConfigError(f"dataset {cfg.dataset!r}: {len(rows)} rows, not more than eval_size {cfg.eval_size}")
-    split = rows.train_test_split(test_size=cfg.eval_size, seed=cfg.dataset_seed, shuffle=True)
-    return split["train"], split["test"], frames_col, image_col, text_col
+    return rows, frames_col, image_col, text_col
