@@ -131,6 +131,8 @@ def train_vlm(config: dict) -> None:
     counts = param_counts(model)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable()  # memory for recompute; reported FLOPs unchanged
+    if cfg.compile:
+        model.compile_blocks()
     groups = model.param_groups(cfg.lr, cfg.lr_backbone, cfg.weight_decay)
     engine, scheduler, ds_config = build_engine(model, groups, cfg)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
