@@ -27,6 +27,7 @@ import json
 import resource
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,10 @@ def _one(args) -> dict:
         plan = Plan(mb, cfg.global_batch // mb, args.offload, args.ckpt, args.gpu_mem, est)
     else:
         plan = plan_trial(cfg, args.gpu_mem, args.vocab)
-    return measure_peak_memory(cfg, plan, args.vocab, args.steps)
+    r = measure_peak_memory(cfg, plan, args.vocab, args.steps)
+    if args.shared_gpu:
+        r["device_used_gib"] = float("nan")
+    return r
 
 
 def grid_choices(grid: str, gpu_mem: float, configs: list[str] | None = None,
@@ -147,8 +151,8 @@ def _measure_in_subprocess(extra: list[str], label: str) -> dict | None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="S-S")
-    p.add_argument("--variants", default="foveated,baseline")
+    p.add_argument("--configs", help="comma-separated (default S-S; with --grid: the grid's)")
+    p.add_argument("--variants", help="comma-separated (default both)")
     p.add_argument("--gpu-mem", type=float, default=None, help="plan for this budget (default: this GPU's memory)")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--text-len", type=int, default=64)
@@ -160,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ckpt", action="store_true")
     p.add_argument("--grid", help="measure every distinct planner choice of this grid (e.g. phase4)")
     p.add_argument("--list", action="store_true", help="with --grid: print the choices only (no GPU needed)")
+    p.add_argument("--plans", choices=("all", "no-offload", "offload"), default="all", help="with --grid: which plans")
+    p.add_argument("--parallel", type=int, default=1, help="with --grid: measure this many plans at once on one GPU")
+    p.add_argument("--shared-gpu", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "memory_check.json"))
     p.add_argument("--one", nargs=2, metavar=("VARIANT", "CONFIG"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -172,39 +179,48 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(_one(args)), flush=True)
         return
     results = []
+    out = Path(args.out)
+
+    def record(r: dict | None) -> None:
+        if r:  # written after every plan: a time limit that cuts the run keeps what was measured
+            results.append(r)
+            _print_result(r, args.gpu_mem)
+            out.write_text(json.dumps(results, indent=2))
+
     if args.grid:
-        choices = grid_choices(args.grid, args.gpu_mem, _csv(args.configs) if "--configs" in (argv or sys.argv) else None,
-                               _csv(args.variants) if "--variants" in (argv or sys.argv) else None)
-        print(f"{len(choices)} distinct planner choices of {args.grid} at {args.gpu_mem:g} GiB", flush=True)
+        choices = grid_choices(args.grid, args.gpu_mem, _csv(args.configs) or None, _csv(args.variants) or None)
+        if args.plans != "all":  # offloaded plans need ~22 B/param of host memory each: run them apart
+            choices = [c for c in choices if c["offload"] == (args.plans == "offload")]
+        print(f"{len(choices)} distinct planner choices of {args.grid} at {args.gpu_mem:g} GiB"
+              + (f" ({args.plans} plans)" if args.plans != "all" else ""), flush=True)
         for c in choices:
             print(f"  {c['variant']:8s} {c['config']}  mb {c['micro_batch']:2d} x {c['grad_accum']:2d}  offload "
                   f"{c['offload']!s:5s} ckpt {c['ckpt']!s:5s}  planned {c['pred_gpu_total_gib']:6.2f} GiB", flush=True)
         if args.list:
             return
+        jobs = []
         for c in choices:
             extra = ["--one", c["variant"], c["config"], "--gpu-mem", str(args.gpu_mem), "--steps", str(args.steps),
                      "--micro-batch", str(c["micro_batch"]), "--global-batch", str(c["global_batch"]),
                      "--frames", str(c["frames"]), "--text-len", str(c["text_len"]), "--vocab", str(args.vocab)]
-            extra += ["--offload"] * c["offload"] + ["--ckpt"] * c["ckpt"]
-            r = _measure_in_subprocess(extra, f"{c['variant']} {c['config']}")
-            if r:
-                results.append(r)
-                _print_result(r, args.gpu_mem)
+            extra += ["--offload"] * c["offload"] + ["--ckpt"] * c["ckpt"] + ["--shared-gpu"] * (args.parallel > 1)
+            jobs.append((extra, f"{c['variant']} {c['config']}"))
+        # --parallel: several plans share the GPU at once (each process's own allocator stats
+        # stay exact; device-wide "used" memory then includes the others, so it is not reported)
+        with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+            for r in pool.map(lambda job: _measure_in_subprocess(*job), jobs):
+                record(r)
     else:
         passthrough = [a for a in (argv if argv is not None else sys.argv[1:])] + ["--gpu-mem", str(args.gpu_mem)]
-        for config in _csv(args.configs):
-            for variant in _csv(args.variants):
-                r = _measure_in_subprocess([*passthrough, "--one", variant, config], f"{variant} {config}")
-                if r:
-                    results.append(r)
-                    _print_result(r, args.gpu_mem)
-    out = Path(args.out)
+        for config in _csv(args.configs or "S-S"):
+            for variant in _csv(args.variants or "foveated,baseline"):
+                record(_measure_in_subprocess([*passthrough, "--one", variant, config], f"{variant} {config}"))
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
 
 
-def _csv(s: str) -> list[str]:
-    return [x for x in s.split(",") if x]
+def _csv(s: str | None) -> list[str]:
+    return [x for x in (s or "").split(",") if x]
 
 
 if __name__ == "__main__":
