@@ -43,7 +43,8 @@ def throughput_table(records: list[dict]) -> str:
     for r in records:
         runs = {x["path"]: x for x in r["runs"]}
         plain, trainer = runs.get("plain"), runs.get("trainer")
-        cell = lambda x: f"{x['samples_per_s']:.1f} ({x['mfu']:.1%})" if x else "–"  # noqa: E731
+        cell = lambda x: "–" if not x else f"{x['samples_per_s']:.1f}" + (  # noqa: E731
+            f" ({x['mfu']:.1%})" if x["mfu"] == x["mfu"] else "")
         ratio = f"{trainer['samples_per_s'] / plain['samples_per_s']:.2f}×" if plain and trainer else "–"
         mem = f"{_gib(trainer['peak_gib'])} / {_gib(trainer['reserved_gib'])}" if trainer else "–"
         planned = _gib((r.get("plan") or {}).get("planned_gib"))
