@@ -49,13 +49,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _window(step, n_steps: int, device: str) -> float:
+def _window(step, n_steps: int, device: str) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of n_steps steps. On a shared CPU the CPU
+    seconds are the steadier measure of work (other processes' load stretches the wall clock)."""
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n_steps):
         step()
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _profile(step, name: str, args) -> None:
@@ -156,7 +158,7 @@ def build_trainer(cfg: TrialConfig, vocab: int, args):
 
 def bench(cfg: TrialConfig, vocab: int, args, paths: list[str]) -> list[dict]:
     builders = {"plain": build_plain, "trainer": build_trainer}
-    times: dict[str, list[float]] = {p: [] for p in paths}
+    times: dict[str, list[tuple[float, float]]] = {p: [] for p in paths}
     out: dict[str, dict] = {}
     if args.repeats == 1:  # one path at a time: both models never share the device's memory
         for p in paths:
@@ -180,7 +182,9 @@ def bench(cfg: TrialConfig, vocab: int, args, paths: list[str]) -> list[dict]:
             out[p] = {**_memory(args.device), **_losses(built[p][1])}
             if args.profile:
                 _profile(built[p][0], p, args)
-    return [{"path": p, "seconds": statistics.median(times[p]), "windows_s": times[p], **out[p]} for p in paths]
+    return [{"path": p, "seconds": statistics.median(w for w, _ in times[p]), "windows_s": [w for w, _ in times[p]],
+             "cpu_seconds": statistics.median(c for _, c in times[p]), "windows_cpu_s": [c for _, c in times[p]],
+             **out[p]} for p in paths]
 
 
 def _losses(state: dict) -> dict:
@@ -238,6 +242,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the model's blocks, both paths")
     p.add_argument("--zero", action="append", type=_zero_override, default=[], metavar="KEY=VALUE",
                    help="override a ZeRO setting of the trainer (e.g. overlap_comm=false, reduce_bucket_size=2e8)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU runs on a shared machine: 1)")
     p.add_argument("--only", choices=("plain", "trainer"))
     p.add_argument("--peak-tflops", type=float, help="override the device's peak bf16 TFLOP/s")
     p.add_argument("--profile", metavar="DIR", help="after timing, profile each path (top-ops table; "
@@ -247,6 +252,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile-rows", type=int, default=15)
     args = p.parse_args(argv)
     args.zero = dict(args.zero)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.vocab = args.vocab or (256 if args.config.startswith("T") else 49152)
@@ -273,8 +280,13 @@ def main(argv=None) -> int:
               + (f"  loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} over {r['n_steps']} steps"
                  if "first_loss" in r else "")
               + (f"  windows {', '.join(f'{w:.3f}' for w in r['windows_s'])} s" if args.repeats > 1 else ""))
+        if args.device == "cpu":
+            print(f"           process CPU time per step {r['cpu_seconds'] / args.steps:.3f} s (median window; "
+                  f"windows {', '.join(f'{c:.2f}' for c in r['windows_cpu_s'])} s)")
     if len(runs) == 2:
-        print(f"  trainer / plain = {runs[1]['samples_per_s'] / runs[0]['samples_per_s']:.3f}x (samples/s)")
+        print(f"  trainer / plain = {runs[1]['samples_per_s'] / runs[0]['samples_per_s']:.3f}x (samples/s)"
+              + (f"; CPU time trainer / plain = {runs[1]['cpu_seconds'] / runs[0]['cpu_seconds']:.3f}x"
+                 if args.device == "cpu" else ""))
     print(f"  load average (1 min) {load[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs")
     print(json.dumps({"device": device, "config": cfg.config, "variant": cfg.variant, "micro_batch": cfg.micro_batch,
                       "grad_accum": cfg.grad_accum, "offload": cfg.offload, "ckpt": cfg.grad_checkpointing,
