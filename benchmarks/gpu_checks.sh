@@ -19,7 +19,7 @@
 #     20 timed steps after 2 warm-up, L-S / S-S baseline with a profile              ~320 s
 #  3. offload vs no-offload, L-L baseline at its 24 GiB plan (4 x 8)                ~60 s
 #  4. the offloaded 24 GiB plans (L-*), 2 at a time (22 B/param of host memory each) ~200 s
-#  5. if time is left: L-B, compile, other ZeRO bucket settings
+#  5. if time is left: L-B, compile, ZeRO stage 1 and other bucket settings
 set -uo pipefail
 out=${1:-benchmarks/results}
 mkdir -p "$out"
@@ -102,6 +102,10 @@ else
   step 40 90 "L-B baseline @139" python3 $tp --config L-B --variant baseline "${P[@]}"
   step 40 90 "L-B foveated @139" python3 $tp --config L-B --variant foveated "${P[@]}"
   step 60 120 "L-S baseline @139, compiled" python3 $tp --config L-S --variant baseline "${P[@]}" --compile
+  # ZeRO stage 1 has no per-parameter gradient copies into buckets during backward; on CPU
+  # (T2-T2) its profile matched the plain step's host time with the same losses (README)
+  step 30 60 "S-S baseline @139, trainer with ZeRO stage 1" python3 $tp --config S-S --variant baseline \
+    "${P[@]}" --only trainer --zero stage=1
   step 40 60 "L-S baseline @139, trainer with 4x buckets, no overlap" python3 $tp --config L-S --variant baseline \
     "${P[@]}" --only trainer --zero reduce_bucket_size=2e8 --zero overlap_comm=false
 fi

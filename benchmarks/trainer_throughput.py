@@ -104,6 +104,7 @@ def _memory(device: str) -> dict:
 def _model(cfg: TrialConfig, vocab: int, device: str, args):
     from trainables.models import build_vlm
 
+    torch.manual_seed(args.seed)  # both paths (and runs with other settings) start from the same weights
     with torch.device(device):  # random init straight on the device: seconds, not minutes, at L-L
         model = build_vlm(cfg, vocab)
     if cfg.grad_checkpointing:
@@ -197,7 +198,7 @@ def _losses(state: dict) -> dict:
 
 def _zero_override(text: str) -> tuple[str, object]:
     key, _, value = text.partition("=")
-    return key, json.loads(value.lower()) if value.lower() in ("true", "false") else float(value)
+    return key, json.loads(value.lower())  # true/false, ints (stage=1), floats (2e8)
 
 
 def make_config(args) -> tuple[TrialConfig, dict | None]:
@@ -242,6 +243,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the model's blocks, both paths")
     p.add_argument("--zero", action="append", type=_zero_override, default=[], metavar="KEY=VALUE",
                    help="override a ZeRO setting of the trainer (e.g. overlap_comm=false, reduce_bucket_size=2e8)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU runs on a shared machine: 1)")
     p.add_argument("--only", choices=("plain", "trainer"))
     p.add_argument("--peak-tflops", type=float, help="override the device's peak bf16 TFLOP/s")
