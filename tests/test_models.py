@@ -209,6 +209,7 @@ def test_gradient_checkpointing_same_loss_and_grads(variant: str) -> None:
 @pytest.mark.parametrize("variant", ["foveated"])
 def test_compiled_blocks_same_loss_and_grads(variant: str) -> None:
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     batch = make_batch(T=2)
     runs = []
     for compiled in (False, True):
@@ -223,9 +224,11 @@ def test_compiled_blocks_same_loss_and_grads(variant: str) -> None:
     assert comp_grads.keys() == eager_grads.keys()
     for n in eager_grads:
         torch.testing.assert_close(comp_grads[n], eager_grads[n], rtol=1e-3, atol=1e-6, msg=n)
-    # the compiled functions were actually used (not a silent eager fallback)
-    assert model.vision._compiled and all(hasattr(layer, "_compiled_call_impl") and layer._compiled_call_impl
-                                          for layer in model.llm.lm.model.layers)
+    # the compiled functions were actually used (not a silent eager fallback), and the layers
+    # share graphs: ViT block (with / without the last layer's early stop), query block, LLM
+    # layer at the coarse and the caption lengths = 5, not one per layer (3 + 3 layers here)
+    assert model.vision._compiled and all(layer._compiled_call_impl for layer in model.llm.lm.model.layers)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 5
 
 
 @pytest.mark.parametrize("variant", ["foveated", "baseline"])
