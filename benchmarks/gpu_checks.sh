@@ -17,7 +17,7 @@
 #     (no timing: it overlaps the CPU Adam build, which every timed step waits for)
 #  2. trainer vs plain step at the planner's choice for 139 GiB (global batch 32),
 #     20 timed steps after 2 warm-up, L-S / S-S baseline with a profile              ~320 s
-#  3. offload vs no-offload, L-L baseline at its 24 GiB plan (4 x 8)                ~60 s
+#  3. offload vs no-offload, L-L and L-S baseline at their 24 GiB plans            ~120 s
 #  4. the offloaded 24 GiB plans (L-*), 2 at a time (22 B/param of host memory each) ~200 s
 #  5. if time is left: L-B, compile, ZeRO stage 1 and other bucket settings
 set -uo pipefail
@@ -97,6 +97,9 @@ else
   O=(--config L-L --variant baseline --micro-batch 4 --grad-accum 8 --only trainer --steps 4 --warmup 1)
   step 40 80 "offload L-L baseline (24 GiB plan)" python3 $tp "${O[@]}" --offload
   step 30 60 "no-offload L-L baseline (same 4 x 8)" python3 $tp "${O[@]}"
+  O=(--config L-S --variant baseline --micro-batch 16 --grad-accum 2 --only trainer --steps 4 --warmup 1)
+  step 40 80 "offload L-S baseline (24 GiB plan)" python3 $tp "${O[@]}" --offload
+  step 30 60 "no-offload L-S baseline (same 16 x 2)" python3 $tp "${O[@]}"
   step 90 230 "memory: 24 GiB plans with offload" python3 $mc --grid phase4 --gpu-mem 24 --global-batch 32 \
     --plans offload --parallel 2 --out "$out/memory_offload.json"
   step 40 90 "L-B baseline @139" python3 $tp --config L-B --variant baseline "${P[@]}"
