@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       "would, decode a few batches, check weights and columns, print a report; start nothing")
     plan.add_argument("--gpu-mem", type=float, default=24.0, help="GPU memory budget in GiB (default 24, an RTX 4090)")
     plan.add_argument("--gpu-name", default="RTX 4090", help="GPU for the GPU-hours estimate")
-    plan.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation for GPU-hours")
+    plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation for GPU-hours "
+                      "(default: the measured MFU per size class, trainables/measured_mfu.py)")
     plan.add_argument("--format", choices=("table", "json"), default="table")
     ray_ = p.add_argument_group("ray")
     ray_.add_argument("--address", help="join a Ray cluster: 'auto', HEAD_IP:6379 or ray://host:10001 "

@@ -2,6 +2,12 @@
 
     python benchmarks/memory_check.py --configs S-S,S-B --variants foveated,baseline --gpu-mem 24
     python benchmarks/memory_check.py --configs L-L --micro-batch 2 --offload   # force a plan
+    python benchmarks/memory_check.py --grid phase4 --gpu-mem 24 [--list]     # every distinct plan
+
+With --grid, every distinct planner choice (variant, config, micro-batch, accumulation,
+offload, checkpointing) of that grid's trials at --gpu-mem is measured (random init: the same
+architecture and memory as the grid's pretrained backbones); --list only prints the choices
+and their predicted memory (no torch, no GPU).
 
 Each (variant, config) runs in its own subprocess (a DeepSpeed engine cannot be torn down
 cleanly inside one process): build the model exactly as the trainable does (build_vlm ->
@@ -21,6 +27,7 @@ import json
 import resource
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,13 +105,54 @@ def _one(args) -> dict:
         plan = Plan(mb, cfg.global_batch // mb, args.offload, args.ckpt, args.gpu_mem, est)
     else:
         plan = plan_trial(cfg, args.gpu_mem, args.vocab)
-    return measure_peak_memory(cfg, plan, args.vocab, args.steps)
+    r = measure_peak_memory(cfg, plan, args.vocab, args.steps)
+    if args.shared_gpu:
+        r["device_used_gib"] = float("nan")
+    return r
+
+
+def grid_choices(grid: str, gpu_mem: float, configs: list[str] | None = None,
+                 variants: list[str] | None = None) -> list[dict]:
+    """The distinct planner choices of a grid's trials at `gpu_mem` GiB, in grid order."""
+    from search_spaces.grids import expand
+    from search_spaces.planner import plan_trial
+
+    seen: dict[tuple, dict] = {}
+    for t in expand(grid, configs, variants, gpu_mem_gib=gpu_mem):
+        key = (t.variant, t.config, t.micro_batch, t.grad_accum, t.offload, t.grad_checkpointing)
+        if key not in seen:
+            est = plan_trial(t, gpu_mem).memory
+            seen[key] = {"variant": t.variant, "config": t.config, "micro_batch": t.micro_batch,
+                         "grad_accum": t.grad_accum, "offload": t.offload, "ckpt": t.grad_checkpointing,
+                         "global_batch": t.global_batch, "frames": t.frames, "text_len": t.text_len,
+                         "pred_peak_alloc_gib": est.peak_allocated / GIB, "pred_gpu_total_gib": est.gpu_total / GIB}
+    return list(seen.values())
+
+
+def _print_result(r: dict, gpu_mem: float) -> None:
+    fits = r["peak_reserved_gib"] <= gpu_mem
+    print(f"{r['variant']:8s} {r['config']}  mb {r['micro_batch']:2d} x {r['grad_accum']:2d}  offload {r['offload']!s:5s} "
+          f"ckpt {r['ckpt']!s:5s} | peak alloc {r['peak_alloc_gib']:6.2f} vs pred {r['pred_peak_alloc_gib']:6.2f} GiB"
+          f" | reserved {r['peak_reserved_gib']:6.2f} ({'fits' if fits else 'OVER'} {gpu_mem:g})"
+          f" | act {r['act_gib']:6.2f} vs {r['pred_act_gib']:6.2f} | used {r['device_used_gib']:6.2f} vs "
+          f"{r['pred_gpu_total_gib']:6.2f} | host {r['host_peak_gib']:5.1f} vs {r['pred_host_gib']:5.1f}", flush=True)
+
+
+def _measure_in_subprocess(extra: list[str], label: str) -> dict | None:
+    proc = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        err = proc.stderr.strip().splitlines() or ["?"]
+        tail = ([line for line in err if "Error" in line] or err)[-1]  # not a shutdown warning
+        print(f"{label}: failed ({tail})", flush=True)
+        return None
+    return json.loads(lines[-1][7:])
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="S-S")
-    p.add_argument("--variants", default="foveated,baseline")
+    p.add_argument("--configs", help="comma-separated (default S-S; with --grid: the grid's)")
+    p.add_argument("--variants", help="comma-separated (default both)")
     p.add_argument("--gpu-mem", type=float, default=None, help="plan for this budget (default: this GPU's memory)")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--text-len", type=int, default=64)
@@ -114,6 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--micro-batch", type=int, default=0, help="force this micro-batch (with --offload/--ckpt)")
     p.add_argument("--offload", action="store_true")
     p.add_argument("--ckpt", action="store_true")
+    p.add_argument("--grid", help="measure every distinct planner choice of this grid (e.g. phase4)")
+    p.add_argument("--list", action="store_true", help="with --grid: print the choices only (no GPU needed)")
+    p.add_argument("--plans", choices=("all", "no-offload", "offload"), default="all", help="with --grid: which plans")
+    p.add_argument("--parallel", type=int, default=1, help="with --grid: measure this many plans at once on one GPU")
+    p.add_argument("--shared-gpu", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "memory_check.json"))
     p.add_argument("--one", nargs=2, metavar=("VARIANT", "CONFIG"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.gpu_mem is None:
@@ -124,28 +178,49 @@ def main(argv: list[str] | None = None) -> None:
         args.variant, args.config = args.one
         print("RESULT " + json.dumps(_one(args)), flush=True)
         return
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
-    passthrough += ["--gpu-mem", str(args.gpu_mem)]
     results = []
-    for config in args.configs.split(","):
-        for variant in args.variants.split(","):
-            proc = subprocess.run([sys.executable, __file__, *passthrough, "--one", variant, config],
-                                  capture_output=True, text=True)
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                err = proc.stderr.strip().splitlines() or ["?"]
-                tail = ([line for line in err if "Error" in line] or err)[-1]  # not a shutdown warning
-                print(f"{variant} {config}: failed ({tail})", flush=True)
-                continue
-            r = json.loads(lines[-1][7:])
+    out = Path(args.out)
+
+    def record(r: dict | None) -> None:
+        if r:  # written after every plan: a time limit that cuts the run keeps what was measured
             results.append(r)
-            print(f"{variant:8s} {config}  mb {r['micro_batch']:2d} x {r['grad_accum']:2d}  offload {r['offload']!s:5s} "
-                  f"ckpt {r['ckpt']!s:5s} | peak alloc {r['peak_alloc_gib']:6.2f} vs pred {r['pred_peak_alloc_gib']:6.2f} GiB"
-                  f" | act {r['act_gib']:6.2f} vs {r['pred_act_gib']:6.2f} | used {r['device_used_gib']:6.2f} vs "
-                  f"{r['pred_gpu_total_gib']:6.2f} | host {r['host_peak_gib']:5.1f} vs {r['pred_host_gib']:5.1f}", flush=True)
-    out = ROOT / "benchmarks" / "memory_check.json"
+            _print_result(r, args.gpu_mem)
+            out.write_text(json.dumps(results, indent=2))
+
+    if args.grid:
+        choices = grid_choices(args.grid, args.gpu_mem, _csv(args.configs) or None, _csv(args.variants) or None)
+        if args.plans != "all":  # offloaded plans need ~22 B/param of host memory each: run them apart
+            choices = [c for c in choices if c["offload"] == (args.plans == "offload")]
+        print(f"{len(choices)} distinct planner choices of {args.grid} at {args.gpu_mem:g} GiB"
+              + (f" ({args.plans} plans)" if args.plans != "all" else ""), flush=True)
+        for c in choices:
+            print(f"  {c['variant']:8s} {c['config']}  mb {c['micro_batch']:2d} x {c['grad_accum']:2d}  offload "
+                  f"{c['offload']!s:5s} ckpt {c['ckpt']!s:5s}  planned {c['pred_gpu_total_gib']:6.2f} GiB", flush=True)
+        if args.list:
+            return
+        jobs = []
+        for c in choices:
+            extra = ["--one", c["variant"], c["config"], "--gpu-mem", str(args.gpu_mem), "--steps", str(args.steps),
+                     "--micro-batch", str(c["micro_batch"]), "--global-batch", str(c["global_batch"]),
+                     "--frames", str(c["frames"]), "--text-len", str(c["text_len"]), "--vocab", str(args.vocab)]
+            extra += ["--offload"] * c["offload"] + ["--ckpt"] * c["ckpt"] + ["--shared-gpu"] * (args.parallel > 1)
+            jobs.append((extra, f"{c['variant']} {c['config']}"))
+        # --parallel: several plans share the GPU at once (each process's own allocator stats
+        # stay exact; device-wide "used" memory then includes the others, so it is not reported)
+        with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+            for r in pool.map(lambda job: _measure_in_subprocess(*job), jobs):
+                record(r)
+    else:
+        passthrough = [a for a in (argv if argv is not None else sys.argv[1:])] + ["--gpu-mem", str(args.gpu_mem)]
+        for config in _csv(args.configs or "S-S"):
+            for variant in _csv(args.variants or "foveated,baseline"):
+                record(_measure_in_subprocess([*passthrough, "--one", variant, config], f"{variant} {config}"))
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
+
+
+def _csv(s: str | None) -> list[str]:
+    return [x for x in (s or "").split(",") if x]
 
 
 if __name__ == "__main__":

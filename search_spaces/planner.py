@@ -51,6 +51,7 @@ RECOMPUTE_TIME = 4 / 3
 # (grads down, bf16 params up) - order 1 s per 1e9 params on a ~16-core host. A rough,
 # documented assumption; pass measured samples_per_s to replace the whole time model.
 OFFLOAD_S_PER_PARAM = 1e-9
+DEFAULT_MFU = 0.35  # only where trainables/measured_mfu.py has nothing measured (and no --mfu)
 # Dense bf16 peaks used when trainables.flops has no peak_flops (it does; kept as fallback).
 _FALLBACK_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "RTX 4090": 165.2e12}
 
@@ -157,16 +158,19 @@ def dry_run_rows(
     gpu_mem_gib: float,
     gpu_name: str = "H100",
     samples_per_s: dict | None = None,
-    mfu_assumption: float = 0.35,
+    mfu_assumption: float | None = None,
     vocab_size: int = 49152,
 ) -> list[dict]:
     """One row per trial: its plan, N, FLOPs and predicted memory / GPU-hours (no GPU needed).
 
     GPU-hours: measured `samples_per_s` for the trial when given, else total FLOPs / (peak x
     MFU), x 4/3 with checkpointing (recompute; C itself stays model FLOPs), + the offload
-    step time (OFFLOAD_S_PER_PARAM).
+    step time (OFFLOAD_S_PER_PARAM). MFU: `mfu_assumption` when given, else the measured MFU
+    of the nearest measured config (trainables/measured_mfu.py), else DEFAULT_MFU.
     """
-    if not 0 < mfu_assumption <= 1:
+    from trainables.measured_mfu import mfu_for
+
+    if mfu_assumption is not None and not 0 < mfu_assumption <= 1:
         raise ConfigError(f"mfu assumption must lie in (0, 1], got {mfu_assumption}")
     from search_spaces.wsd import trained_steps
     from trainables.memory import param_counts_for
@@ -183,7 +187,10 @@ def dry_run_rows(
         if rate is not None:
             seconds = samples / rate
         else:
-            seconds = samples * fps / (peak * mfu_assumption)
+            found = None if mfu_assumption is not None else mfu_for(cfg.variant, cfg.config)
+            mfu = found[0] if found else mfu_assumption or DEFAULT_MFU
+            time_from = f"mfu={mfu:g}" + (f" (measured {found[1]})" if found else "")
+            seconds = samples * fps / (peak * mfu)
             seconds *= RECOMPUTE_TIME if plan.grad_checkpointing else 1.0
             seconds += steps * n.total * OFFLOAD_S_PER_PARAM if plan.offload else 0.0
         rows.append({
@@ -194,7 +201,7 @@ def dry_run_rows(
             "n_params": n.total, "n_params_llm": n.llm_non_embedding, "n_params_vision": n.vision,
             "flops_per_sample": fps, "total_flops": samples * fps,
             "gpu_mem_gib": plan.memory.gpu_gib, "host_mem_gib": plan.memory.host_gib,
-            "gpu_hours": seconds / 3600, "time_from": "measured" if rate is not None else f"mfu={mfu_assumption:g}",
+            "gpu_hours": seconds / 3600, "time_from": "measured" if rate is not None else time_from,
         })
     return rows
 

@@ -69,6 +69,10 @@ class TrialConfig:
     precision: str = "bf16"  # "bf16" | "fp32"
     offload: bool = False  # ZeRO-2 optimizer state on the CPU
     grad_checkpointing: bool = False
+    # torch.compile each ViT / LLM block (trainables/models/base.py compile_blocks); a speed
+    # setting with the same numerics (tests/test_models.py), off by default until a GPU run
+    # shows it pays for its compile time
+    compile: bool = False
     checkpoint_every: int = 0  # 0: only at milestones
     deterministic: bool = False
     # bookkeeping

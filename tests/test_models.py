@@ -202,6 +202,35 @@ def test_gradient_checkpointing_same_loss_and_grads(variant: str) -> None:
         torch.testing.assert_close(grads[0][1][n], grads[1][1][n], rtol=1e-4, atol=1e-6)
 
 
+# Tolerance of compiled vs eager (fp32, CPU): inductor fuses and reorders float reductions, so
+# loss agrees to rtol 1e-5 and gradients to rtol 1e-3 / atol 1e-6 (bitwise equality is not promised).
+# Foveated only: it runs every compiled block (ViT layers, query pass, LLM layers at two sequence
+# lengths); inductor's C++ build of both variants takes ~3 min on this 2-core machine.
+@pytest.mark.parametrize("variant", ["foveated"])
+def test_compiled_blocks_same_loss_and_grads(variant: str) -> None:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    batch = make_batch(T=2)
+    runs = []
+    for compiled in (False, True):
+        model = make_model(variant, attn="sdpa").train()  # the training attention
+        if compiled:
+            model.compile_blocks()
+        out = model(**batch)
+        out["loss"].backward()
+        runs.append((out["loss"].detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (eager_loss, eager_grads), (comp_loss, comp_grads) = runs
+    torch.testing.assert_close(comp_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    assert comp_grads.keys() == eager_grads.keys()
+    for n in eager_grads:
+        torch.testing.assert_close(comp_grads[n], eager_grads[n], rtol=1e-3, atol=1e-6, msg=n)
+    # the compiled functions were actually used (not a silent eager fallback), and the layers
+    # share graphs: ViT block (with / without the last layer's early stop), query block, LLM
+    # layer at the coarse and the caption lengths = 5, not one per layer (3 + 3 layers here)
+    assert model.vision._compiled and all(layer._compiled_call_impl for layer in model.llm.lm.model.layers)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 5
+
+
 @pytest.mark.parametrize("variant", ["foveated", "baseline"])
 def test_param_groups(variant: str) -> None:
     model = make_model(variant)

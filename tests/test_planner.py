@@ -142,3 +142,21 @@ def test_dry_run_time_model():
         dry_run_rows(trials, SEED_GIB, mfu_assumption=0)
     with pytest.raises(ConfigError, match="unknown GPU"):
         dry_run_rows(trials, SEED_GIB, gpu_name="Voodoo2")
+
+
+def test_dry_run_uses_measured_mfu_per_size_class():
+    from trainables.measured_mfu import MEASURED_MFU, mfu_for
+
+    trials = [seed_trial("M-S", "baseline", steps=100), seed_trial("M-L", "foveated", steps=100),
+              seed_trial("S-S", "foveated", steps=100)]
+    rows = dry_run_rows(trials, SEED_GIB, gpu_name="H200")
+    assumed = dry_run_rows(trials, SEED_GIB, gpu_name="H200", mfu_assumption=0.35)
+    exact = MEASURED_MFU[("baseline", "M-S")]
+    assert rows[0]["time_from"] == f"mfu={exact:g} (measured M-S baseline)"
+    # same FLOPs, measured (lower) MFU: the bill grows by 0.35 / measured
+    assert rows[0]["gpu_hours"] == pytest.approx(assumed[0]["gpu_hours"] * 0.35 / exact)
+    # M-L foveated: nothing measured at that config; the same variant's M class is used
+    assert rows[1]["time_from"] == f"mfu={MEASURED_MFU[('foveated', 'M-S')]:g} (measured M-S foveated)"
+    # S-*: no S measured; the nearest class (M) stands in, and the row says so
+    assert "nearest measured size" in rows[2]["time_from"] and rows[2]["gpu_hours"] > assumed[2]["gpu_hours"]
+    assert mfu_for("baseline", "S-S", table={}) is None

@@ -126,7 +126,7 @@ def check_compatible(directory: str | os.PathLike, cfg: TrialConfig, fork: bool 
     defaults = {f.name: f.default for f in dataclasses.fields(TrialConfig) if f.default is not dataclasses.MISSING}
     saved = {**defaults, **json.loads(path.read_text())}
     mine = cfg.to_dict()
-    free = ("tag", "fault") + (FORK_FREE_FIELDS if fork else ())
+    free = ("tag", "fault", "compile") + (FORK_FREE_FIELDS if fork else ())
     diff = sorted(k for k in set(saved) | set(mine) if k not in free and saved.get(k) != mine.get(k))
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in diff[:4])

@@ -32,14 +32,25 @@ def set_single_process_env() -> int:
     return port
 
 
-def deepspeed_config(cfg: TrialConfig) -> dict:
+def deepspeed_config(cfg: TrialConfig, zero_overrides: dict | None = None) -> dict:
+    """zero_overrides: ZeRO keys to replace (benchmarks/trainer_throughput.py --zero tries
+    other bucket / overlap settings on a GPU; the study itself always uses the defaults here)."""
     on_cuda = torch.cuda.is_available()
+    # World size 1: no gradient leaves the GPU, so ZeRO-2's "communication" per bucket is a
+    # copy of param.grad into the contiguous partition plus an all-reduce over one rank.
+    # contiguous_gradients keeps that partition one flat buffer (no fragmentation, one fused
+    # clip/step over it); overlap_comm runs each bucket's reduction on DeepSpeed's reduction
+    # stream with two alternating buffers. Whether either helps at world size 1 is for the GPU
+    # run to say (gpu_checks.sh times --zero overlap_comm=false and bigger buckets against
+    # these). The 5e7-element buckets are what trainables/memory.py budgets (x2,
+    # double-buffered); bigger buckets mean fewer flushes but more memory in every plan.
     zero: dict = {
         "stage": 2,
         "contiguous_gradients": True,
         "overlap_comm": on_cuda,
         "reduce_bucket_size": 5e7,
         "allgather_bucket_size": 5e7,
+        **(zero_overrides or {}),
     }
     if cfg.offload:
         # pinned host memory makes the per-step grad/param copies asynchronous DMA transfers
@@ -102,12 +113,13 @@ def make_wsd_scheduler(optimizer, cfg: TrialConfig):
                             min_lr_ratio=cfg.min_lr_ratio)
 
 
-def build_engine(model: torch.nn.Module, param_groups: list[dict], cfg: TrialConfig):
+def build_engine(model: torch.nn.Module, param_groups: list[dict], cfg: TrialConfig,
+                 zero_overrides: dict | None = None):
     """-> (engine, scheduler, ds_config). The scheduler is stepped by the engine at each optimizer step."""
     import deepspeed
 
     set_single_process_env()
-    ds_config = deepspeed_config(cfg)
+    ds_config = deepspeed_config(cfg, zero_overrides)
     optimizer = make_optimizer(param_groups, cfg)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,

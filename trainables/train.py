@@ -20,10 +20,11 @@ import torch
 from search_spaces.trial import TrialConfig
 from trainables import checkpoint as ckpt
 from trainables.data.pipeline import eval_batches, load_data, normalise_frames, train_loader
+from trainables.hot_loop import DevicePrefetcher, NonFiniteWatch
 from trainables.metrics import ThroughputMeter, memory_metrics
 
 EVAL_BATCH = 32
-FINITE_CHECK_EVERY = 10  # steps between loss-finiteness checks (each one is a host sync)
+FINITE_CHECK_EVERY = 10  # steps between non-blocking loss-finiteness polls (hot_loop.NonFiniteWatch)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -130,6 +131,8 @@ def train_vlm(config: dict) -> None:
     counts = param_counts(model)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable()  # memory for recompute; reported FLOPs unchanged
+    if cfg.compile:
+        model.compile_blocks()
     groups = model.param_groups(cfg.lr, cfg.lr_backbone, cfg.weight_decay)
     engine, scheduler, ds_config = build_engine(model, groups, cfg)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
@@ -171,23 +174,25 @@ def train_vlm(config: dict) -> None:
     # a non-finite loss is injected every time, as a real divergence would recur
     fault = cfg.fault_at if cfg.fault_at and (restored is None or cfg.fault_at[0] == "nan") else None
     cursor, loader = train_loader(data.train, cfg, state["data"])
-    batches = iter(loader)
+    batches = DevicePrefetcher(loader, engine.device, dtype)  # next batch copied during this step
     meter = ThroughputMeter(state["samples"])
     loss_sum = torch.zeros((), device=engine.device)
     loss_n = 0
-    first_bad = torch.full((), -1, dtype=torch.long, device=engine.device)
+    watch = NonFiniteWatch(engine.device)
     tokens_per_sample = llm_tokens_per_sample(cfg)
     start = state["step"]
     print(f"[{cfg.trial_name}] start: training from step {start}", flush=True)  # one line per (re)start
     engine.train()
+    # The hot loop has no host sync of its own: losses stay on the device, the finiteness
+    # check polls without waiting, and only report steps read values back.
     for step in range(start + 1, cfg.steps + 1):
         for _ in range(cfg.grad_accum):
-            batch = next(batches)
+            n_bad_rows, batch = next(batches)
             cursor.advance()
-            state["n_bad_rows"] += batch["n_bad_rows"]
+            state["n_bad_rows"] += n_bad_rows
             n = batch["frames"].shape[0]
             try:
-                out = engine(**_to_device(batch, engine.device, dtype))
+                out = engine(**batch)
                 loss = out["loss"]
                 if fault and fault[1] == step:
                     loss = inject_fault(fault[0], step, loss)
@@ -196,8 +201,7 @@ def train_vlm(config: dict) -> None:
             except torch.OutOfMemoryError:
                 raise TrialOutOfMemory(oom_message(cfg, step)) from None
             loss = loss.detach().float()
-            # no host sync here: remember the first step whose loss is not finite, check later
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            watch.update(step, loss)
             loss_sum += loss
             loss_n += 1
             state["samples"] += n
@@ -205,10 +209,9 @@ def train_vlm(config: dict) -> None:
         state["step"] = step
         is_milestone = step in cfg.milestones
         is_ckpt = is_milestone or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-        if step % FINITE_CHECK_EVERY == 0 or is_ckpt:
-            bad = int(first_bad)  # note: host sync
-            if bad >= 0:
-                raise NonFiniteLoss(f"{cfg.trial_name}: non-finite training loss at step {bad}")
+        bad = watch.check() if is_ckpt else watch.poll() if step % FINITE_CHECK_EVERY == 0 else -1
+        if bad >= 0:
+            raise NonFiniteLoss(f"{cfg.trial_name}: non-finite training loss at step {bad}")
         if not is_ckpt:
             continue
         meter.pause(state["samples"])

@@ -119,6 +119,15 @@ class VLMBase(nn.Module):
             )
         return out
 
+    def compile_blocks(self, **compile_kwargs) -> None:
+        """torch.compile every ViT block (and its query pass) and every LLM decoder layer, in
+        place. Blocks, not the whole model: the Python around them (the foveated model's two
+        passes, the loss slicing) stays eager and graph breaks cannot spread; identical layers
+        share one compiled graph (torch inlines nn.Modules and lifts their parameters)."""
+        self.vision.compile_blocks(**compile_kwargs)
+        for layer in self.llm.lm.model.layers:
+            layer.compile(**compile_kwargs)
+
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each ViT / LLM layer in backward. Changes memory, not the FLOPs we report
         (trainables/flops.py counts model FLOPs, not recomputation)."""

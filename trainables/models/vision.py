@@ -67,6 +67,7 @@ class VisionEncoder(nn.Module):
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
         self.patch = cfg.patch_size
         self.gradient_checkpointing = False
+        self._compiled: dict = {}  # compile_blocks: torch.compile'd _layer_block / _query_layer
         if getattr(cfg, "drop_path_rate", 0.0):
             raise ValueError("VisionEncoder walks the layers itself and does not implement drop_path")
         # The mask token (masked-image pre-training) is never used here; freezing it keeps
@@ -91,13 +92,20 @@ class VisionEncoder(nn.Module):
     def _mlp_block(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x + layer.layer_scale2(layer.mlp(layer.norm2(x)))
 
+    def compile_blocks(self, **compile_kwargs) -> None:
+        """torch.compile the per-layer block functions (one graph shared by all layers)."""
+        self._compiled = {"block": torch.compile(self._layer_block, **compile_kwargs),
+                          "query": torch.compile(self._query_layer, **compile_kwargs)}
+
     def _layer(self, i: int, x: torch.Tensor, last_kv_only: bool) -> tuple[torch.Tensor, ...]:
+        return self._compiled.get("block", self._layer_block)(self.layers[i], x, last_kv_only)
+
+    def _layer_block(self, layer: nn.Module, x: torch.Tensor, last_kv_only: bool) -> tuple[torch.Tensor, ...]:
         """One DINOv2 block over all tokens; also returns this layer's K/V (the cache entry).
 
         `last_kv_only`: stop after K/V. The foveated model only needs the last layer's K/V,
         not its patch outputs, so it skips that layer's attention, MLP and final norm.
         """
-        layer = self.layers[i]
         attn = layer.attention
         h = layer.norm1(x)
         k, v = self._heads(attn.k_proj(h)), self._heads(attn.v_proj(h))
@@ -145,11 +153,14 @@ class VisionEncoder(nn.Module):
         """
         x = query[:, None, :]
         for layer, (k, v) in zip(self.layers, cache, strict=True):
-            attn = layer.attention
-            q = self._heads(attn.q_proj(layer.norm1(x)))
-            x = x + layer.layer_scale1(attn.o_proj(self._merge(attend(q, k, v, self.eager))))
-            x = self._mlp_block(layer, x)
+            x = self._compiled.get("query", self._query_layer)(layer, x, k, v)
         return self.vit.layernorm(x)[:, 0]
+
+    def _query_layer(self, layer: nn.Module, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        attn = layer.attention
+        q = self._heads(attn.q_proj(layer.norm1(x)))
+        x = x + layer.layer_scale1(attn.o_proj(self._merge(attend(q, k, v, self.eager))))
+        return self._mlp_block(layer, x)
 
 
 def build_vision(size: ViTSize, attn_implementation: str = "sdpa") -> VisionEncoder:
