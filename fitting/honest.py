@@ -31,7 +31,7 @@ def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tup
         f = []
         if at_bound.get(k):
             f.append("E at lower bound (0)" if k == "E" else "at bound")
-        if zero_width(v, ci.get(k)):
+        if not f and zero_width(v, ci.get(k)):
             f.append("zero-width CI")
         if k == "E" and v > min_loss:
             f.append(f"E above the lowest fitted loss ({min_loss:.4g})")
