@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fitting import bootstrap, comparisons, derived, honest, plots, report
+from fitting import bootstrap, comparisons, derived, engine, honest, plots, report
 from fitting.fitset import JOINT, FitSet
 from fitting.laws import param_names
 from fitting.table import fit_frame, load_csv, load_experiment
@@ -94,7 +94,7 @@ def analyze_frame(frame: pd.DataFrame, out: Path, n_bootstrap=1000, seed=0, sour
         "vision": vision, "vision_required": require_vision, "seeds": seed_spread(fs.frame),
         "dropped": list(dropped), "laws": laws,
         "derived": comparisons.derived(fs, ctx, full, boot, laws, vision, require_vision, runs),
-        "notes": list(notes) + _caveats(fs),
+        "notes": list(notes) + _caveats(fs) + _budget_notes(boot, n_bootstrap),
     }
     fits["plots"] = plots.make_all(fs, ctx, fits, boot, out)
     fits = _jsonable(fits)
@@ -155,6 +155,15 @@ def _laws(fs: FitSet, boot) -> dict:
                     rec["shared"] = [k for k in p if k in ("alpha", "beta")]
             laws.setdefault(law, {})[name] = rec
     return laws
+
+
+def _budget_notes(boot, n) -> list[str]:
+    stuck = {k: v for k, v in boot.get("_not_converged", {}).items() if v > 0.1 * n}
+    if not stuck:
+        return []
+    return [f"Bootstrap refits that stopped at their evaluation budget (warm-started at the full fit, "
+            f"{engine.REFIT_OPTIONS['maxfun']} evaluations): " + ", ".join(f"{k} {v} of {n}" for k, v in stuck.items())
+            + ". Such a law has flat directions; its intervals are then, if anything, too narrow."]
 
 
 def _caveats(fs: FitSet) -> list[str]:
