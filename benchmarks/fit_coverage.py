@@ -58,7 +58,9 @@ def main(argv=None):
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--bootstrap", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--modes", default="run,rows", help="run: with --run (blocks); rows: each row a run")
     a = ap.parse_args(argv)
+    modes = a.modes.split(",")
     rng = np.random.default_rng(a.seed)
     hits = {m: {k: 0 for k in TRUE} for m in ("run", "rows")}
     width = {m: {k: [] for k in TRUE} for m in ("run", "rows")}
@@ -66,7 +68,7 @@ def main(argv=None):
     with single_threaded_blas():
         for c in range(a.curves):
             frame = ar1_curve(rng, a.points, a.rho, a.sigma)
-            for mode in ("run", "rows"):
+            for mode in modes:
                 ci = intervals(frame, mode == "run", a.bootstrap, a.seed + c)
                 for k, v in TRUE.items():
                     lo, hi = ci[k]
@@ -75,6 +77,8 @@ def main(argv=None):
     print(f"{a.curves} curves x {a.points} points, AR(1) rho={a.rho}, sigma={a.sigma}, {a.bootstrap} resamples "
           f"({time.perf_counter() - t0:.0f} s)")
     for mode, label in (("run", "--run (blocks)"), ("rows", "no --run (rows)")):
+        if mode not in modes:
+            continue
         print(label + ": " + ", ".join(
             f"{k} coverage {hits[mode][k] / a.curves:.0%} (median CI width {np.median(width[mode][k]):.3g})" for k in TRUE))
 
