@@ -1,7 +1,7 @@
 """Scaling-law fits for the foveated-vs-baseline VLM study.
 
     fitting.run_analysis(experiment_dir, out_dir=None, n_bootstrap=1000, seed=0) -> dict
-    fitting.run_csv(path, n_col, loss_col, d_col=None, c_col=None, group_col=None, ...) -> dict
+    fitting.run_csv(path, n_col, loss_col, d_col=None, c_col=None, group_col=None, ..., run_col=None) -> dict
     fitting.fit_law("L(N,D)" | "L(C)" | "power", features, loss, groups=None) -> LawFit
     fitting.FitError: every user-caused problem (a ValueError)
 

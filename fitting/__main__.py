@@ -1,12 +1,16 @@
 """Command line.
 
-    python -m fitting EXPERIMENT_DIR [--out DIR] [--bootstrap 1000] [--seed 0]
-    python -m fitting csv FILE --n COL --loss COL (--d COL | --c COL) [--group COL]
-                      [--drop-top-loss K] [--out DIR] [--bootstrap 1000] [--seed 0]
+    python -m fitting EXPERIMENT_DIR [--out DIR] [--bootstrap 1000] [--seed 0] [--lc-points all|frontier]
+    python -m fitting csv FILE --loss COL (--d COL | --c COL) [--n COL] [--run COL] [--group COL]
+                      [--drop-top-loss K] [--out DIR] [--bootstrap 1000] [--seed 0] [--lc-points ...]
 
-In csv mode D = C/(6N) when --d is absent and C = 6ND when --c is absent. --drop-top-loss K
-drops the K highest-loss rows first (listed in the report): Chinchilla's reference data needs
-K=5. User errors print `error: <message>` on stderr and exit with status 2.
+In csv mode D = C/(6N) when --d is absent and C = 6ND when --c is absent; without --n (or with
+one model size) L(D) and L(C) are fitted instead of L(N,D). --run COL names each row's run: the
+bootstrap resamples runs, or blocks of consecutive points within a run when a group has < 3
+runs; without it every row is its own run. --drop-top-loss K drops the K highest-loss rows
+first (listed in the report): Chinchilla's reference data needs K=5. --lc-points frontier fits
+L(C) to each group's compute-efficient frontier instead of all its points (opt-in: it selects
+on the noise). User errors print `error: <message>` on stderr and exit with status 2.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory (default: next to the input, analysis/)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lc-points", choices=("all", "frontier"), default="all",
+                   help="points for L(C): all fit points (default) or each group's compute-efficient frontier")
 
 
 def _check(a: argparse.Namespace) -> None:
@@ -37,11 +43,12 @@ def main(argv=None) -> int:
         if argv[:1] == ["csv"]:
             p = argparse.ArgumentParser(prog="python -m fitting csv", description="fit a CSV of points")
             p.add_argument("file")
-            p.add_argument("--n", required=True, help="column: model size N (parameters)")
+            p.add_argument("--n", default=None, help="column: model size N (parameters); absent: one size")
             p.add_argument("--loss", required=True, help="column: loss")
             p.add_argument("--d", default=None, help="column: data D (samples or tokens)")
             p.add_argument("--c", default=None, help="column: compute C (FLOPs)")
             p.add_argument("--group", default=None, help="column: variant / group label")
+            p.add_argument("--run", default=None, help="column: run id (bootstrap unit; default: each row)")
             p.add_argument("--drop-top-loss", type=int, default=0, metavar="K",
                            help="drop the K highest-loss rows before fitting (default 0)")
             _common(p)
@@ -49,7 +56,8 @@ def main(argv=None) -> int:
             _check(a)
             if a.drop_top_loss < 0:
                 raise FitError("--drop-top-loss must be >= 0")
-            fits = run_csv(a.file, a.n, a.loss, a.d, a.c, a.group, a.out, a.bootstrap, a.seed, a.drop_top_loss)
+            fits = run_csv(a.file, a.n, a.loss, a.d, a.c, a.group, a.out, a.bootstrap, a.seed, a.drop_top_loss,
+                           a.run, a.lc_points)
         else:
             p = argparse.ArgumentParser(prog="python -m fitting",
                                         description="scaling-law analysis of a Ray Tune experiment dir "
@@ -58,7 +66,7 @@ def main(argv=None) -> int:
             _common(p)
             a = p.parse_args(argv)
             _check(a)
-            fits = run_analysis(a.experiment_dir, a.out, a.bootstrap, a.seed)
+            fits = run_analysis(a.experiment_dir, a.out, a.bootstrap, a.seed, a.lc_points)
     except FitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,15 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fitting import bootstrap, derived, plots, report
+from fitting import bootstrap, comparisons, derived, engine, honest, plots, report
 from fitting.fitset import JOINT, FitSet
 from fitting.laws import param_names
 from fitting.table import fit_frame, load_csv, load_experiment
 from fitting.threads import single_threaded
+from fitting.vision import seed_spread, vision_gaps
+
+
+FINAL_POINTS = "final evaluation of each run (end of its LR schedule)"
 
 
 @single_threaded
-def run_analysis(experiment_dir, out_dir=None, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+def run_analysis(experiment_dir, out_dir=None, n_bootstrap: int = 1000, seed: int = 0,
+                 lc_points: str = "all") -> dict:
     """Analyse a Ray Tune experiment dir; write outputs to out_dir (default <dir>/analysis).
 
     Never fails for lack of points: a law the data cannot identify is skipped, with the reason
@@ -32,38 +37,64 @@ def run_analysis(experiment_dir, out_dir=None, n_bootstrap: int = 1000, seed: in
     notes = [f"{n_mid} intermediate milestone evaluation(s) of decaying-schedule runs are kept in "
              "points.parquet but not fitted (their learning rate had not decayed)."] if n_mid else []
     return analyze_frame(frame, out, n_bootstrap, seed, source=str(experiment_dir), dropped=dropped,
-                         notes=notes, n_rows=len(points))
+                         notes=notes, n_rows=len(points), selection=FINAL_POINTS, require_vision=True,
+                         lc_points=lc_points)
 
 
 @single_threaded
 def run_csv(path, n_col, loss_col, d_col=None, c_col=None, group_col=None, out_dir=None,
-            n_bootstrap: int = 1000, seed: int = 0, drop_top_loss: int = 0) -> dict:
-    """Analyse a CSV of points. Strict: an L(N,D) fit the data cannot support is a FitError."""
-    frame, dropped = load_csv(path, n_col, loss_col, d_col, c_col, group_col, drop_top_loss)
+            n_bootstrap: int = 1000, seed: int = 0, drop_top_loss: int = 0, run_col=None,
+            lc_points: str = "all") -> dict:
+    """Analyse a CSV of points. Strict: a law the data cannot support is a FitError (one model
+    size is supported: L(D) and L(C) instead of L(N,D))."""
+    frame, dropped = load_csv(path, n_col, loss_col, d_col, c_col, group_col, drop_top_loss, run_col)
     out = Path(out_dir) if out_dir is not None else Path(path).parent / f"{Path(path).stem}_analysis"
     notes = [] if d_col else ["No data column given: D = C / (6 N)."]
     if not c_col:
-        notes.append("No compute column given: C = 6 N D.")
+        notes.append("No compute column given: C = 6 N D" + (" with N unknown (set to 1): C is D up to a constant."
+                                                              if n_col is None else "."))
+    if run_col:
+        notes.append(f"Runs from column {run_col!r}: the bootstrap resamples whole runs (or blocks of consecutive "
+                     "points within a run, where a group has fewer than 3 runs).")
+    else:
+        notes.append("No --run column: every row is treated as its own run, so the bootstrap assumes independent "
+                     "rows; for checkpoints of one training run (autocorrelated) the intervals are too narrow.")
     return analyze_frame(frame, out, n_bootstrap, seed, source=str(path), dropped=dropped, notes=notes,
-                         strict=True, n_rows=len(frame) + len(dropped))
+                         strict=True, n_rows=len(frame) + len(dropped),
+                         selection="every row" + (" kept" if dropped else ""), lc_points=lc_points)
 
 
 @single_threaded
 def analyze_frame(frame: pd.DataFrame, out: Path, n_bootstrap=1000, seed=0, source="", dropped=(),
-                  notes=(), strict=False, n_rows=None) -> dict:
+                  notes=(), strict=False, n_rows=None, selection="every point", require_vision=False,
+                  lc_points="all") -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fs = FitSet(frame, strict=strict)
-    ctx = derived.context(fs.frame)
+    for col in ("seed", "steps", "loss_shuffled", "loss_shuffled_se"):
+        if col not in frame:
+            frame = frame.assign(**{col: np.nan})
+    fs = FitSet(frame, strict=strict, base_selection=selection, lc_points=lc_points)
+    vision = vision_gaps(fs.frame, max(n_bootstrap, 200), seed)
+    sees = {g: (vision[g]["uses_frames"] if g in vision else not require_vision) for g in fs.groups}
+    allowed = [(t, r) for t, r in derived.pairs(fs.groups) if sees[t] and sees[r]]
+    ctx = derived.context(fs.frame, allowed_pairs=allowed)
+    how = bootstrap.plan(fs.frame, _residuals(fs))
     full = bootstrap.stats(fs.current(), ctx)
-    boot = bootstrap.bootstrap(fs, ctx, n_bootstrap, seed)
+    boot = bootstrap.bootstrap(fs, ctx, n_bootstrap, seed, how)
+    runs = honest.runs_per_group(fs.frame)
+    laws = _laws(fs, boot)
+    used = np.unique(np.concatenate([e.rows for e in fs.entries.values() if e.status == "ok"] or [np.array([], int)]))
     fits = {
         "source": source, "n_rows": n_rows if n_rows is not None else len(frame),
-        "n_fit_points": len(fs.frame), "groups": fs.groups,
+        "n_fit_points": int(len(used)), "n_candidate_points": len(fs.frame), "selection": selection,
+        "groups": fs.groups, "runs_per_group": runs,
         "bootstrap": {"n": n_bootstrap, "seed": seed, "unit": "run_id (resampled within group)",
-                      "interval": "percentile 95%"},
-        "dropped": list(dropped), "laws": _laws(fs, boot),
-        "derived": _derived(fs, ctx, full, boot), "notes": list(notes) + _caveats(fs),
+                      "resampling": bootstrap.describe(how), "interval": "percentile 95%",
+                      "not_converged": boot.get("_not_converged", {})},
+        "vision": vision, "vision_required": require_vision, "seeds": seed_spread(fs.frame),
+        "dropped": list(dropped), "laws": laws,
+        "derived": comparisons.derived(fs, ctx, full, boot, laws, vision, require_vision, runs),
+        "notes": list(notes) + _caveats(fs) + _budget_notes(boot, n_bootstrap),
     }
     fits["plots"] = plots.make_all(fs, ctx, fits, boot, out)
     fits = _jsonable(fits)
@@ -73,6 +104,18 @@ def analyze_frame(frame: pd.DataFrame, out: Path, n_bootstrap=1000, seed=0, sour
 
 
 # -- assembling fits.json ------------------------------------------------------------------------
+
+
+def _residuals(fs: FitSet) -> np.ndarray:
+    """Log residual per frame row of its group's L(N,D) / L(D) fit (else L(C)); NaN elsewhere."""
+    r = np.full(len(fs.frame), np.nan)
+    for g in fs.groups:
+        for law in ("L(N,D)", "L(D)", "L(C)"):
+            e = fs.entries.get((law, g))
+            if e is not None and e.status == "ok":
+                r[e.rows] = e.fit.residuals()
+                break
+    return r
 
 
 def _ci(boot, key):
@@ -85,7 +128,7 @@ def _laws(fs: FitSet, boot) -> dict:
     for (law, group), e in fs.entries.items():
         names = e.fit.groups if (e.status == "ok" and group == JOINT) else [group]
         for name in names:
-            rec = {"status": e.status, "selection": e.selection}
+            rec = {"status": e.status, "selection": e.selection, "n_available": int(e.n_available)}
             if e.status != "ok":
                 rec["reason"] = e.reason
                 rec["n_points"] = int(len(e.rows)) if e.rows is not None else 0
@@ -93,61 +136,34 @@ def _laws(fs: FitSet, boot) -> dict:
                 rec.update(params={"a": e.fit["a"], "G": e.fit["G"]}, n_points=int(len(e.rows)),
                            budgets=e.fit["budgets"], objective=None)
                 rec["ci95"] = {k: _ci(boot, f"{law}|{name}|{k}") for k in ("a", "G")}
+                rec["flags"] = {k: ["zero-width CI"] if honest.zero_width(rec["params"][k], rec["ci95"][k]) else []
+                                for k in ("a", "G")}
+                rec["ci95"] = {k: (None if rec["flags"][k] else v) for k, v in rec["ci95"].items()}
             else:
                 p = e.fit.params(name)
                 rec.update(params=p, n_points=int(e.fit.n_points), objective=e.fit.objective,
                            rms_log_residual=float(np.sqrt(np.mean(e.fit.residuals() ** 2))))
-                rec["ci95"] = {k: _ci(boot, f"{law}|{name}|{k}") for k in param_names(e.fit.law)}
-                rec["sd"] = {k: boot[f"{law}|{name}|{k}"]["sd"] for k in p if f"{law}|{name}|{k}" in boot}
+                ci = {k: _ci(boot, f"{law}|{name}|{k}") for k in param_names(e.fit.law)}
+                lmin = float(e.fit.L[e.fit.g == e.fit.groups.index(name)].min())
+                rec["flags"], rec["ci95"] = honest.param_flags(e.fit, name, p, ci, lmin)
+                rec["sd"] = {k: boot[f"{law}|{name}|{k}"]["sd"] for k in p
+                             if f"{law}|{name}|{k}" in boot and rec["ci95"].get(k) is not None}
+                stuck = boot.get("_not_converged", {}).get(f"{law}|{group}")
+                if stuck:
+                    rec["refits_not_converged"] = stuck
                 if group == JOINT:
                     rec["shared"] = [k for k in p if k in ("alpha", "beta")]
             laws.setdefault(law, {})[name] = rec
     return laws
 
 
-def _value(full, boot, key):
-    b = boot.get(key, {})
-    return {"value": full.get(key, np.nan), "ci95": _ci(boot, key),
-            "n_resamples_ok": b.get("n_ok"), "n_resamples": b.get("n")}
-
-
-def _derived(fs: FitSet, ctx, full, boot) -> dict:
-    d = {"compute_grid": ctx["C_grid"], "flops_per_nd": ctx["flops_per_nd"]}
-    d["scaling_exponent"] = {}
-    for g in fs.groups:
-        if fs.ok("L(C)", g) is not None:
-            d["scaling_exponent"][g] = _value(full, boot, f"L(C)|{g}|alpha")
-    alloc = {}
-    for g in fs.groups:
-        if f"allocation|{g}|G" in full:
-            alloc[g] = {k: _value(full, boot, f"allocation|{g}|{k}")
-                        for k in ("N_exponent", "D_exponent", "G", "N_opt", "D_opt")}
-            alloc[g]["flops_per_nd"] = ctx["flops_per_nd"][g]
-    d["optimal_allocation"] = alloc
-    pr = ctx["pair"]
-    if pr and fs.ok("L(C)", pr[0]) is not None and fs.ok("L(C)", pr[1]) is not None:
-        p_t, p_r = fs.ok("L(C)", pr[0]).params(pr[0]), fs.ok("L(C)", pr[1]).params(pr[1])
-        cr = derived.crossover_report(p_t, p_r, ctx)
-        cr["treatment"], cr["reference"] = pr
-        cr["first"] = _value(full, boot, "crossover|C")
-        d["crossover"] = cr
-        d["loss_ratio"] = {"treatment": pr[0], "reference": pr[1], **_value(full, boot, "ratio|loss")}
-        d["efficiency_multiplier"] = {
-            "treatment": pr[0], "reference": pr[1],
-            "ref_to_match_treat": _value(full, boot, "multiplier|ref_to_match_treat"),
-            "treat_to_match_ref": _value(full, boot, "multiplier|treat_to_match_ref"),
-            "meaning": (f"ref_to_match_treat(C) = C_{pr[1]}(L_{pr[0]}(C)) / C: how many times C the "
-                        f"{pr[1]} needs to reach the loss the {pr[0]} reaches with C (>1: {pr[0]} "
-                        "is more compute-efficient); treat_to_match_ref is the reverse"),
-        }
-        d["exponent_difference"] = _value(full, boot, "exponent_diff|alpha")
-    elif pr:
-        d["crossover"] = {"status": "skipped", "reason": "needs an L(C) fit for both variants"}
-    else:
-        d["crossover"] = {"status": "skipped", "reason": f"needs exactly two variants, got {len(fs.groups)}"}
-    d["best_configs"] = derived.best_configs(fs.frame).to_dict("records")
-    d["extrapolation"] = derived.extrapolation_check(fs.frame, fs)
-    return d
+def _budget_notes(boot, n) -> list[str]:
+    stuck = {k: v for k, v in boot.get("_not_converged", {}).items() if v > 0.1 * n}
+    if not stuck:
+        return []
+    return [f"Bootstrap refits that stopped at their evaluation budget (warm-started at the full fit, "
+            f"{engine.REFIT_OPTIONS['maxfun']} evaluations): " + ", ".join(f"{k} {v} of {n}" for k, v in stuck.items())
+            + ". Such a law has flat directions; its intervals are then, if anything, too narrow."]
 
 
 def _caveats(fs: FitSet) -> list[str]:
@@ -159,10 +175,8 @@ def _caveats(fs: FitSet) -> list[str]:
         n_sizes = fs.frame.loc[fs.frame["group"] == g, "N"].nunique()
         if n_sizes < 3:
             out.append(f"{g}: only {n_sizes} model size(s): exponents in N are not identifiable, so "
-                       "nothing here says how the comparison moves with model size.")
-    if fs.lc_selection.startswith("all"):
-        out.append("L(C) was fitted to all end-of-schedule points, not a compute-efficient frontier: it "
-                   "describes this grid's loss-vs-compute trend, which depends on the configs chosen.")
+                       "nothing here says how the comparison moves with model size"
+                       + (" (L(D) fitted instead of L(N,D))." if n_sizes == 1 else "."))
     return out
 
 

@@ -1,34 +1,113 @@
 """Bootstrap: refit every law on resamples of whole runs, percentile 95% CIs for everything.
 
 Points from one run (its milestones) share that run's noise, so the unit of resampling is the
-run (run_id), drawn with replacement within each group so both variants keep their run count.
+run (run_id), drawn with replacement within each group so both variants keep their run count;
+seed replicates of a cell are separate runs. A group with fewer than MIN_RUNS runs (e.g. a
+published curve of checkpoints of one model) cannot be resampled by run: its points are
+resampled within each run in circular blocks of consecutive points (ordered by D), the block
+long enough for the residuals' lag-1 autocorrelation, so correlated noise widens the interval
+instead of being counted as independent evidence.
 A resample is a vector of integer weights on the points (a run drawn twice counts twice), so
 each refit reuses the fitted law's arrays and starts at the full-data optimum; L-BFGS-B is then
 free to move as far as the resample asks (tight tolerances: no early stop at the start).
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 
 from fitting import derived
 from fitting.fitset import FitSet, param_stats
-from fitting.threads import single_threaded
+from fitting.threads import single_threaded, single_threaded_blas
 
 
 MIN_OK = 0.5  # fraction of resamples that must refit for an interval to be reported
-MAY_BE_ABSENT = {"crossover|C"}  # NaN there is an answer ("no crossover"), not a failed refit
+MIN_RUNS = 3  # fewer runs in a group than this: block-resample within runs instead
+MIN_BLOCK_POINTS = 6  # a run needs this many points to be block-resampled
 
 
-def run_weights(frame: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
-    """Integer weight per point from resampling run_ids with replacement within each group."""
+def _may_be_absent(key: str) -> bool:
+    return key.startswith("crossover|")  # NaN there is an answer ("no crossover"), not a failed refit
+
+
+BLOCK_FACTOR = 2.0  # x the variance-MSE-optimal block: an interval needs less bias, not less noise
+
+
+def block_length(n: int, rho: float) -> int:
+    """Moving-block length for an AR(1)-like series of n points with lag-1 autocorrelation rho:
+    BLOCK_FACTOR x the rule b ~ (2 rho / (1 - rho^2))^(2/3) (3n/2)^(1/3), which minimises the
+    mean squared error of the variance estimate; too short a block biases the variance down,
+    and that bias (not its noise) is what makes a 95% interval cover less. 1 for rho <= 0."""
+    rho = min(max(rho, 0.0), 0.95)
+    if rho == 0.0:
+        return 1
+    b = BLOCK_FACTOR * (2 * rho / (1 - rho * rho)) ** (2 / 3) * (1.5 * n) ** (1 / 3)
+    return int(min(max(1, round(b)), max(1, n // 3)))
+
+
+def lag1_autocorrelation(r: np.ndarray) -> float:
+    r = np.asarray(r, float) - np.mean(r)
+    den = float(r @ r)
+    return float(r[1:] @ r[:-1] / den) if den > 0 and len(r) > 2 else 0.0
+
+
+def plan(frame: pd.DataFrame, residuals: np.ndarray | None = None) -> dict:
+    """group -> {"mode": "runs" | "blocks" | "points", ...}: how each group is resampled.
+
+    residuals: log residuals per frame row of a fitted law (NaN where none), ordered as frame."""
+    out = {}
+    for grp, s in frame.groupby("group"):
+        runs = s["run_id"].astype(str)
+        if runs.nunique() >= MIN_RUNS or (runs.value_counts() < MIN_BLOCK_POINTS).all():
+            out[grp] = {"mode": "runs", "n_runs": int(runs.nunique())}
+            continue
+        blocks = {}
+        for run, r in s.groupby("run_id"):
+            order = r.sort_values(["D", "C"]).index.to_numpy()
+            res = residuals[order] if residuals is not None else np.zeros(len(order))
+            ok = np.isfinite(res)
+            rho = lag1_autocorrelation(res[ok]) if ok.sum() > 2 else 0.0
+            # residuals of a fitted curve understate the noise's autocorrelation: Kendall's
+            # small-sample bias (1 + 3 rho) / n plus the ~3 fitted parameters per n points
+            rho = rho + (1 + 3 * rho + 3) / ok.sum() if rho > 0 else rho
+            blocks[str(run)] = {"rows": order, "rho": rho, "block": block_length(len(order), rho)}
+        out[grp] = {"mode": "blocks", "n_runs": int(runs.nunique()), "runs": blocks}
+    return out
+
+
+def describe(p: dict) -> str:
+    parts = []
+    for grp, m in p.items():
+        if m["mode"] == "runs":
+            parts.append(f"{grp}: {m['n_runs']} runs resampled whole")
+        else:
+            desc = ", ".join(f"{len(b['rows'])} points, lag-1 residual autocorrelation {b['rho']:.2f}, block {b['block']}"
+                             for b in m["runs"].values())
+            parts.append(f"{grp}: {m['n_runs']} run(s), circular blocks of consecutive points within each run ({desc})")
+    return "; ".join(parts)
+
+
+def run_weights(frame: pd.DataFrame, rng: np.random.Generator, p: dict | None = None) -> np.ndarray:
+    """Integer weight per point: runs drawn with replacement within each group, or (groups in
+    "blocks" mode) circular blocks of consecutive points drawn within each run."""
     w = np.zeros(len(frame))
-    for _, s in frame.groupby("group"):
-        runs, inverse = np.unique(s["run_id"].to_numpy(str), return_inverse=True)
-        counts = np.bincount(rng.integers(0, len(runs), len(runs)), minlength=len(runs))
-        w[s.index.to_numpy()] = counts[inverse]
+    for grp, s in frame.groupby("group"):
+        m = (p or {}).get(grp, {"mode": "runs"})
+        if m["mode"] == "runs":
+            runs, inverse = np.unique(s["run_id"].to_numpy(str), return_inverse=True)
+            counts = np.bincount(rng.integers(0, len(runs), len(runs)), minlength=len(runs))
+            w[s.index.to_numpy()] = counts[inverse]
+            continue
+        for b in m["runs"].values():
+            n, L = len(b["rows"]), b["block"]
+            starts = rng.integers(0, n, -(-n // L))
+            idx = ((starts[:, None] + np.arange(L)[None]) % n).ravel()[:n]
+            w[b["rows"]] += np.bincount(idx, minlength=n)
     return w
 
 
@@ -36,19 +115,59 @@ def stats(fits: dict, ctx: dict) -> dict:
     return {**param_stats(fits), **derived.summarize(fits, ctx)}
 
 
+_SHARED: dict = {}  # the FitSet and weights, inherited by forked workers (never pickled)
+
+
+def _refit_keys(keys) -> list[dict]:
+    with single_threaded_blas():
+        fs, weights = _SHARED["fitset"], _SHARED["weights"]
+        return [fs.refit(w, keys) for w in weights]
+
+
+def refit_all(fitset: FitSet, weights: list, workers: int | None = None) -> list[dict]:
+    """Refit every law on every weight vector; laws are split between `workers` forked
+    processes (default: min(2, CPUs); 1 = in this process). Same results either way."""
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    keys = [k for k, e in fitset.entries.items() if e.status == "ok"]
+    if workers <= 1 or len(keys) < 2 or "fork" not in mp.get_all_start_methods():
+        return [fitset.refit(w) for w in weights]
+    # balance by cost: points x parameters, largest first, each to the least-loaded worker
+    cost = {k: len(fitset.entries[k].rows) * (8 if k[0] == "isoflop" else fitset.entries[k].fit.model.size)
+            for k in keys}
+    parts, load = [[] for _ in range(workers)], [0.0] * workers
+    for k in sorted(keys, key=cost.get, reverse=True):
+        i = int(np.argmin(load))
+        parts[i].append(k)
+        load[i] += cost[k]
+    _SHARED.update(fitset=fitset, weights=weights)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            results = list(pool.map(_refit_keys, parts))
+    finally:
+        _SHARED.clear()
+    return [{k: v for r in results for k, v in r[i].items()} for i in range(len(weights))]
+
+
 @single_threaded
-def bootstrap(fitset: FitSet, ctx: dict, n: int = 1000, seed: int = 0) -> dict:
-    """key -> {"ci95": [lo, hi] (or per-grid-point arrays), "sd", "n_ok"} over `n` resamples."""
+def bootstrap(fitset: FitSet, ctx: dict, n: int = 1000, seed: int = 0, p: dict | None = None,
+              workers: int | None = None) -> dict:
+    """key -> {"ci95": [lo, hi] (or per-grid-point arrays), "sd", "n_ok"} over `n` resamples;
+    "_not_converged" -> {law key: refits that stopped at their evaluation budget}."""
     full = stats(fitset.current(), ctx)
     if n <= 0 or not full:
         return {}
     rng = np.random.default_rng(seed)
+    weights = [run_weights(fitset.frame, rng, p) for _ in range(n)]
     draws = {k: [] for k in full}
-    for _ in range(n):
-        s = stats(fitset.refit(run_weights(fitset.frame, rng)), ctx)
+    stuck: dict[str, int] = {}
+    for refits in refit_all(fitset, weights, workers):
+        for key, f in refits.items():
+            if f is not None and getattr(f, "converged", True) is False:
+                stuck[f"{key[0]}|{key[1]}"] = stuck.get(f"{key[0]}|{key[1]}", 0) + 1
+        s = stats(refits, ctx)
         for k, v in full.items():
             draws[k].append(s.get(k, np.full(np.shape(v), np.nan)))
-    out = {}
+    out = {"_not_converged": stuck}
     for k, vals in draws.items():
         a = np.asarray(vals, float)  # (n,) or (n, grid)
         n_ok = (~np.isnan(a)).sum(axis=0)
@@ -60,7 +179,7 @@ def bootstrap(fitset: FitSet, ctx: dict, n: int = 1000, seed: int = 0) -> dict:
             lo, hi = (np.nanpercentile(big, q, axis=0) for q in (2.5, 97.5))
             sd = np.nanstd(np.where(np.isinf(a), np.nan, a), axis=0, ddof=1)
         lo, hi = (np.where(v >= 1e299, np.inf, v) for v in (lo, hi))
-        if k not in MAY_BE_ABSENT:
+        if not _may_be_absent(k):
             # when most resamples cannot even identify the law, an interval from the few that
             # can is not a 95% interval of anything: report none
             lo, hi = (np.where(n_ok >= MIN_OK * n, v, np.nan) for v in (lo, hi))

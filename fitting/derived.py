@@ -16,19 +16,24 @@ from fitting import isoflop
 from fitting.errors import FitError
 from fitting.laws import allocation_constant, fit_law, inverse_lc, optimal_allocation
 
-TREATMENT, REFERENCE = "foveated", "baseline"
+# Arms in the order they are named in a comparison: the earlier one is the "treatment" (the
+# design's question: foveated vs baseline, foveated vs pooled1, baseline vs pooled1); other
+# group names follow alphabetically.
+ARM_ORDER = ("foveated", "baseline", "pooled1")
 
 
-def pair(groups: list[str]) -> tuple[str, str] | None:
-    """(treatment, reference) for the two-variant comparisons, or None with != 2 groups."""
-    if TREATMENT in groups and REFERENCE in groups:
-        return TREATMENT, REFERENCE
-    if len(groups) == 2:
-        return groups[0], groups[1]
-    return None
+def pairs(groups: list[str]) -> list[tuple[str, str]]:
+    """Every (treatment, reference) pair of groups, in ARM_ORDER."""
+    rank = {g: (ARM_ORDER.index(g) if g in ARM_ORDER else len(ARM_ORDER), g) for g in groups}
+    ordered = sorted(groups, key=rank.get)
+    return [(t, r) for i, t in enumerate(ordered) for r in ordered[i + 1:]]
 
 
-def context(frame: pd.DataFrame, n_grid: int = 41) -> dict:
+def pair_key(t: str, r: str) -> str:
+    return f"{t} vs {r}"
+
+
+def context(frame: pd.DataFrame, n_grid: int = 41, allowed_pairs=None) -> dict:
     """Fixed grids shared by the full fit and every bootstrap resample."""
     C = frame["C"].to_numpy(float)
     lo, hi = float(C.min()), float(C.max())
@@ -36,7 +41,9 @@ def context(frame: pd.DataFrame, n_grid: int = 41) -> dict:
     # C = k N D: 6 for a dense LM; a VLM's vision encoder and the foveated double pass change it
     k = {g: float(np.median(s["C"] / (s["N"] * s["D"]))) for g, s in frame.groupby("group")}
     return {
-        "groups": groups, "pair": pair(groups), "C_range": (lo, hi),
+        # only the pairs allowed to be compared (both arms use their frames) are ever computed
+        "groups": groups, "pairs": pairs(groups) if allowed_pairs is None else list(allowed_pairs),
+        "C_range": (lo, hi),
         "C_grid": np.geomspace(lo, hi, n_grid) if hi > lo else np.array([lo]),
         # a crossover is looked for one decade beyond the data on each side, and flagged
         # as extrapolated when it falls outside the data
@@ -90,26 +97,25 @@ def summarize(fits: dict, ctx: dict) -> dict:
         out[f"allocation|{g}|G"] = allocation_constant(p)
         out[f"allocation|{g}|N_opt"] = n_opt
         out[f"allocation|{g}|D_opt"] = d_opt
-    pr = ctx["pair"]
-    if pr is not None:
-        ft, fr = fits.get(("L(C)", pr[0])), fits.get(("L(C)", pr[1]))
+    for t, r in ctx["pairs"]:
+        ft, fr = fits.get(("L(C)", t)), fits.get(("L(C)", r))
         if ft is not None and fr is not None:
-            p_t, p_r = ft.params(pr[0]), fr.params(pr[1])
+            p_t, p_r = ft.params(t), fr.params(r)
             roots = crossovers(p_t, p_r, *ctx["search_range"])
-            out["crossover|C"] = roots[0] if roots else np.nan
-            out["ratio|loss"] = _lc(p_t, grid) / _lc(p_r, grid)
+            pk = pair_key(t, r)
+            out[f"crossover|{pk}|C"] = roots[0] if roots else np.nan
+            out[f"ratio|{pk}|loss"] = _lc(p_t, grid) / _lc(p_r, grid)
             m_t, m_r = efficiency(p_t, p_r, grid)
-            out["multiplier|ref_to_match_treat"] = m_t
-            out["multiplier|treat_to_match_ref"] = m_r
-            out["exponent_diff|alpha"] = p_t["alpha"] - p_r["alpha"]
+            out[f"multiplier|{pk}|ref_to_match_treat"] = m_t
+            out[f"multiplier|{pk}|treat_to_match_ref"] = m_r
+            out[f"exponent_diff|{pk}|alpha"] = p_t["alpha"] - p_r["alpha"]
     return out
 
 
-def crossover_report(p_t: dict, p_r: dict, ctx: dict) -> dict:
+def crossover_report(p_t: dict, p_r: dict, ctx: dict, t: str, r: str) -> dict:
     """Every crossing in the search range, which side wins where, and the ranges looked at."""
     lo, hi = ctx["search_range"]
     roots = crossovers(p_t, p_r, lo, hi)
-    t, r = ctx["pair"]
     c_lo = ctx["C_range"][0]
     better_low = t if _lc(p_t, lo) < _lc(p_r, lo) else r
     return {
@@ -168,12 +174,12 @@ def extrapolation_check(frame: pd.DataFrame, fitset, holdout: float = 0.2) -> li
     at least one) and report how well it predicts them."""
     out = []
     for (law, group), e in fitset.entries.items():
-        if law not in ("L(C)", "L(N,D)") or e.status != "ok":
+        if law not in ("L(C)", "L(N,D)", "L(D)") or e.status != "ok":
             continue
         sub = frame.iloc[e.rows].sort_values("C")
         n_out = max(1, int(math.ceil(holdout * len(sub))))
         train, test = sub.iloc[:-n_out], sub.iloc[-n_out:]
-        cols = ["C"] if law == "L(C)" else ["N", "D"]
+        cols = {"L(C)": ["C"], "L(D)": ["D"]}.get(law, ["N", "D"])
         row = {"law": law, "group": group, "n_holdout": n_out, "C_threshold": float(test["C"].min())}
         try:
             fit = fit_law(law, train[cols].to_numpy(float), train["loss"].to_numpy(float),

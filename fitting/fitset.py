@@ -1,7 +1,10 @@
 """Every law fitted to one frame of points, with a reason for each law that could not be.
 
-Laws per group (variant): L(N,D), L(C), the pure power law, IsoFLOP; and with two or more
-groups the joint fits (shared exponents, per-group coefficients) of L(N,D) and L(C).
+Laws per group (variant): L(N,D) (L(D) instead for a group with one model size), L(C), the
+pure power law, IsoFLOP; and with two or more groups the joint fits (shared exponents,
+per-group coefficients) of L(N,D) and L(C). Every law uses every point of the frame it is
+given (the caller's selection, e.g. each trial's final point), unless the compute-efficient
+frontier is asked for explicitly (lc_points="frontier"); each entry names its selection.
 A FitSet remembers which frame rows each fit used, so the bootstrap can refit every law on a
 resample by reweighting those rows (warm-started), without rebuilding anything.
 """
@@ -26,6 +29,7 @@ class Entry:
     fit: LawFit | dict | None = None  # LawFit, or the IsoFLOP result dict
     rows: np.ndarray | None = None  # frame row indices the fit used
     selection: str = ""  # which points, in words
+    n_available: int = 0  # frame rows it could have used (its group's, or all for a joint fit)
 
 
 def compute_frontier(C: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -47,6 +51,8 @@ def _features(frame: pd.DataFrame, law: str) -> np.ndarray:
 class FitSet:
     frame: pd.DataFrame
     strict: bool = False  # raise instead of skipping L(N,D) (the CSV CLI asks for it explicitly)
+    base_selection: str = "every point"  # how the caller chose the frame's rows, in words
+    lc_points: str = "all"  # "all" | "frontier" (opt-in: compute-efficient frontier per group)
     entries: dict = field(default_factory=dict)  # (law, group) -> Entry
     lc_selection: str = ""
 
@@ -54,6 +60,7 @@ class FitSet:
         f = self.frame.reset_index(drop=True)
         self.frame = f
         self.groups = sorted(f["group"].astype(str).unique())
+        self.one_size = [g for g in self.groups if f.loc[f["group"] == g, "N"].nunique() == 1]
         self._fit_lnd()
         self._fit_lc()
         self._fit_isoflop()
@@ -69,6 +76,7 @@ class FitSet:
             if strict:
                 raise
             entry = Entry("skipped", reason=str(e), rows=np.asarray(rows), selection=selection)
+        entry.n_available = len(self.frame) if group == JOINT else len(self._rows(group))
         name = f"{law} {JOINT}" if group == JOINT else law
         self.entries[(name, group)] = entry
 
@@ -77,26 +85,32 @@ class FitSet:
 
     def _fit_lnd(self):
         for grp in self.groups:
-            self._try("L(N,D)", grp, self._rows(grp), "all fit points", strict=self.strict)
-        if len(self.groups) > 1:
-            self._try("L(N,D)", JOINT, np.arange(len(self.frame)), "all fit points")
+            if grp in self.one_size:
+                # one model size: the N term is a constant absorbed into E, so fit L(D) and say so
+                self.entries[("L(N,D)", grp)] = Entry(
+                    "skipped", reason="only 1 distinct model sizes (N); exponent alpha is not identifiable "
+                    "(need at least 3): L(D) fitted instead", rows=self._rows(grp),
+                    selection=self.base_selection, n_available=len(self._rows(grp)))
+                self._try("L(D)", grp, self._rows(grp), self.base_selection, strict=self.strict)
+            else:
+                self._try("L(N,D)", grp, self._rows(grp), self.base_selection, strict=self.strict)
+        multi = [g for g in self.groups if g not in self.one_size]
+        if len(multi) > 1:
+            rows = np.flatnonzero(self.frame["group"].isin(multi).to_numpy())
+            self._try("L(N,D)", JOINT, rows, self.base_selection)
 
     def _fit_lc(self):
-        # L(C) describes the best loss reachable at each compute, so it is fitted on the
-        # compute-efficient frontier; when any group's frontier is too short to fit, every
-        # group uses all its points instead, so that the variants stay comparable.
+        # Default: the same points as every other law. The compute-efficient frontier (the best
+        # loss reached at each compute) is opt-in: on a curve of one run it is the running
+        # minimum, which drops points by selecting on the noise and biases E downwards.
         f = self.frame
-        front = np.zeros(len(f), bool)
-        for grp in self.groups:
-            r = self._rows(grp)
-            front[r] = compute_frontier(f["C"].to_numpy()[r], f["loss"].to_numpy()[r])
-        short = [g for g in self.groups if front[self._rows(g)].sum() < 5]
-        if short:
-            use = np.ones(len(f), bool)
-            self.lc_selection = (f"all fit points (compute frontier of {', '.join(short)} "
-                                 "has < 5 points)")
-        else:
-            use, self.lc_selection = front, "compute-efficient frontier"
+        use = np.ones(len(f), bool)
+        self.lc_selection = self.base_selection
+        if self.lc_points == "frontier":
+            for grp in self.groups:
+                r = self._rows(grp)
+                use[r] = compute_frontier(f["C"].to_numpy()[r], f["loss"].to_numpy()[r])
+            self.lc_selection = f"compute-efficient frontier (opt-in) of: {self.base_selection}"
         for law in ("L(C)", "power"):
             for grp in self.groups:
                 r = self._rows(grp)
@@ -111,21 +125,23 @@ class FitSet:
             sub = f.iloc[r]
             try:
                 res = isoflop.fit_isoflop(sub["N"], sub["C"], sub["loss"])
-                self.entries[("isoflop", grp)] = Entry("ok", fit=res, rows=r, selection="all fit points")
+                self.entries[("isoflop", grp)] = Entry("ok", fit=res, rows=r, selection=self.base_selection,
+                                                       n_available=len(r))
             except FitError as e:
-                self.entries[("isoflop", grp)] = Entry("skipped", reason=str(e), rows=r)
+                self.entries[("isoflop", grp)] = Entry("skipped", reason=str(e), rows=r,
+                                                       selection=self.base_selection, n_available=len(r))
 
     # -- use ---------------------------------------------------------------------------------
     def ok(self, law: str, group: str):
         e = self.entries.get((law, group))
         return e.fit if e is not None and e.status == "ok" else None
 
-    def refit(self, weights: np.ndarray) -> dict:
+    def refit(self, weights: np.ndarray, keys=None) -> dict:
         """(law, group) -> refitted LawFit / IsoFLOP dict, or None when the resample cannot
-        identify it (e.g. every run of one model size left out)."""
+        identify it (e.g. every run of one model size left out). keys: only these entries."""
         out = {}
         for key, e in self.entries.items():
-            if e.status != "ok":
+            if e.status != "ok" or (keys is not None and key not in keys):
                 continue
             w = weights[e.rows]
             try:

@@ -1,6 +1,7 @@
 """The named scaling laws, their identifiability checks, and a fitted-law object.
 
     "L(N,D)"  L = E + A/N^alpha + B/D^beta          (Chinchilla Approach 3)
+    "L(D)"    L = E + B/D^beta                      (one model size: loss vs data)
     "L(C)"    L = E + A*C^-alpha
     "power"   L = A*C^-alpha                        (no irreducible term)
 
@@ -20,11 +21,14 @@ from fitting.threads import single_threaded
 # law -> (feature names, exponent names, coefficient names, has irreducible term E)
 LAWS = {
     "L(N,D)": (("N", "D"), ("alpha", "beta"), ("A", "B"), True),
+    "L(D)": (("D",), ("beta",), ("B",), True),
     "L(C)": (("C",), ("alpha",), ("A",), True),
     "power": (("C",), ("alpha",), ("A",), False),
 }
 # exponent name -> what the user would call the variable it scales
 _WHAT = {"N": "model sizes (N)", "D": "data sizes (D)", "C": "compute budgets (C)"}
+BOUND_RTOL = 1e-6  # a parameter this close (relative; absolute at 0) to a bound is "at bound"
+NEGLIGIBLE = 1e-6  # a term (or E) below this fraction of the lowest loss at every point is gone
 
 
 def param_names(law: str) -> list[str]:
@@ -66,6 +70,7 @@ class LawFit:
     L: np.ndarray = field(repr=False)
     g: np.ndarray = field(repr=False)  # group index per point
     delta: float = engine.DELTA
+    converged: bool = True  # False: a bootstrap refit that stopped at its evaluation budget
 
     @property
     def model(self) -> engine.Model:
@@ -98,10 +103,44 @@ class LawFit:
         """Log residuals log L - log L_hat of the fitted points."""
         return np.log(self.L) - self.model.predict_log(self.theta, self.logx, self.g)
 
+    def at_bound(self) -> np.ndarray:
+        """Bool per theta entry: an exponent on its box bound, or a log-coefficient whose term
+        (or E) is negligible at every fitted point (its optimum lies at -inf: a bound too)."""
+        m = self.model
+        out = np.zeros(m.size, bool)
+        lo, hi = engine.EXPONENT_BOUNDS
+        alphas, coef = m.unpack(self.theta)
+        for j, a in enumerate(alphas):
+            out[j] = abs(a - lo) <= BOUND_RTOL * max(abs(lo), 1.0) or abs(a - hi) <= BOUND_RTOL * abs(hi)
+        floor = NEGLIGIBLE * self.L.min()
+        for gi in range(m.n_groups):
+            sel = self.g == gi
+            if not sel.any():
+                continue
+            for j in range(m.per_group):
+                xs = self.logx[sel, j] if j < m.k else np.zeros(sel.sum())
+                a = alphas[j] if j < m.k else 0.0
+                term = np.exp(coef[gi, j] - a * xs)
+                out[m.k + gi * m.per_group + j] = bool(np.all(term < floor))
+        return out
+
+    def params_at_bound(self, group: str | None = None) -> dict[str, bool]:
+        """Parameter name -> at its bound (see at_bound), for one group."""
+        gi = self.groups.index(group if group is not None else self.groups[0])
+        _, exps, coefs, with_E = LAWS[self.law]
+        m, b = self.model, self.at_bound()
+        base = m.k + gi * m.per_group
+        out = {"E": bool(b[base + m.k])} if with_E else {}
+        out.update({c: bool(b[base + j]) for j, c in enumerate(coefs)})
+        out.update({e: bool(b[j]) for j, e in enumerate(exps)})
+        return out
+
     def refit(self, weights: np.ndarray) -> "LawFit":
-        """Bootstrap fast path: same points, new integer weights, warm start at this fit."""
-        theta, obj = engine.refit(self.theta, self.model, self.logx, self.L, self.g, weights, self.delta)
-        return LawFit(self.law, self.groups, theta, obj, self.logx, self.L, self.g, self.delta)
+        """Bootstrap fast path: same points, new integer weights, warm start at this fit, the
+        parameters at a bound held there (a resample cannot give them an interval anyway)."""
+        theta, obj, ok = engine.refit(self.theta, self.model, self.logx, self.L, self.g, weights,
+                                      self.delta, frozen=self.at_bound())
+        return LawFit(self.law, self.groups, theta, obj, self.logx, self.L, self.g, self.delta, ok)
 
 
 @single_threaded

@@ -194,15 +194,17 @@ def _band(ax, x, key, boot, color):
 
 
 def _efficiency_ratio(fig, ax, fs, ctx, fits, boot):
-    pr = ctx["pair"]
     full = derived.summarize(fs.current(), ctx)
-    if pr is None or "ratio|loss" not in full:
-        raise Skip("needs L(C) fits of two variants")
-    t, r = pr
+    # the first comparison that was computed (withheld pairs never are): foveated vs baseline
+    done = [(t, r) for t, r in ctx["pairs"] if f"ratio|{derived.pair_key(t, r)}|loss" in full]
+    if not done:
+        raise Skip("needs L(C) fits of two variants that both use their frames")
+    t, r = done[0]
+    pk = derived.pair_key(t, r)
     grid = ctx["C_grid"]
-    ax.plot(grid, full["ratio|loss"], color="C0", label=f"L_{t}(C) / L_{r}(C), fits")
-    lo, hi = _band(ax, grid, "ratio|loss", boot, "C0")
-    data = pd.DataFrame({"C": grid, "ratio": full["ratio|loss"], "ci_lo": lo, "ci_hi": hi, "kind": "fit"})
+    ax.plot(grid, full[f"ratio|{pk}|loss"], color="C0", label=f"L_{t}(C) / L_{r}(C), fits")
+    lo, hi = _band(ax, grid, f"ratio|{pk}|loss", boot, "C0")
+    data = pd.DataFrame({"C": grid, "ratio": full[f"ratio|{pk}|loss"], "ci_lo": lo, "ci_hi": hi, "kind": "fit"})
     # observed ratios of runs that match exactly (same config, same samples seen)
     f = fs.frame
     a = f[f["group"] == t].groupby(["config", "D"])[["C", "loss"]].mean()
@@ -220,7 +222,7 @@ def _efficiency_ratio(fig, ax, fs, ctx, fits, boot):
     ax.set_title(f"Efficiency ratio ({t} better below 1)")
     ax.grid(True, which="both", alpha=0.3)
     ax2 = ax.twinx()
-    m = full["multiplier|ref_to_match_treat"]
+    m = full[f"multiplier|{pk}|ref_to_match_treat"]
     shown = np.where(np.isfinite(m), m, np.nan)
     never = "" if np.isfinite(m).any() else f" (infinite: {r}'s fit never reaches {t}'s loss)"
     ax2.plot(grid, shown, color="C3", ls="--", label=f"compute multiplier C_{r}(L_{t}(C))/C{never}")

@@ -6,6 +6,7 @@ import math
 LAW_FORMS = {
     "L(N,D)": "L = E + A/N^alpha + B/D^beta",
     "L(N,D) joint": "L(N,D), alpha and beta shared by the variants",
+    "L(D)": "L = E + B/D^beta (one model size)",
     "L(C)": "L = E + A C^-alpha",
     "L(C) joint": "L(C), alpha shared by the variants",
     "power": "L = A C^-alpha",
@@ -24,25 +25,34 @@ def fmt(v, digits=4) -> str:
     return f"{v:.{digits}g}"
 
 
-def with_ci(v, ci) -> str:
+def with_ci(v, ci, flags=()) -> str:
+    """value [lo, hi]; a flagged value says why it has no interval; a zero-width one is no CI."""
+    tags = [f for f in flags if f != "no CI"]
+    if ci and ci[0] is not None and ci[1] is not None and ci[0] == ci[1]:
+        tags.append("zero-width CI")
+        ci = None
     if not ci or ci[0] is None or ci[1] is None:
-        return fmt(v)
-    return f"{fmt(v)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+        return fmt(v) + (f" ({'; '.join(tags)})" if tags else " (no CI)" if "no CI" in flags else "")
+    return f"{fmt(v)} [{fmt(ci[0])}, {fmt(ci[1])}]" + (f" ({'; '.join(tags)})" if tags else "")
 
 
 def _laws_table(laws: dict) -> list[str]:
-    lines = ["| law | group | n | " + " | ".join(PARAM_ORDER) + " | objective |",
+    lines = ["| law | group | points used | " + " | ".join(PARAM_ORDER) + " | objective |",
              "|---|---|---|" + "---|" * len(PARAM_ORDER) + "---|"]
-    skipped = []
+    skipped, rules = [], {}
     for law, per in laws.items():
         for group, rec in per.items():
             if rec["status"] != "ok":
                 skipped.append(f"- **{law}** [{group}]: {rec.get('reason', '')}")
                 continue
-            cells = [with_ci(rec["params"][k], rec.get("ci95", {}).get(k)) if k in rec["params"] else ""
-                     for k in PARAM_ORDER]
-            lines.append(f"| {law} | {group} | {rec['n_points']} | " + " | ".join(cells)
-                         + f" | {fmt(rec.get('objective'))} |")
+            flags = rec.get("flags", {})
+            cells = [with_ci(rec["params"][k], rec.get("ci95", {}).get(k), flags.get(k, ())) if k in rec["params"]
+                     else "" for k in PARAM_ORDER]
+            rules.setdefault(rec.get("selection", ""), []).append(f"{law} [{group}]")
+            stuck = f", {rec['refits_not_converged']} refits hit their budget" if rec.get("refits_not_converged") else ""
+            lines.append(f"| {law} | {group} | {rec['n_points']} of {rec.get('n_available', '?')}{stuck} | "
+                         + " | ".join(cells) + f" | {fmt(rec.get('objective'))} |")
+    lines += ["", "Points each law used: " + "; ".join(f"{', '.join(v)}: {k}" for k, v in rules.items()) + "."]
     return lines + ([""] + ["Not fitted:"] + skipped if skipped else [])
 
 
@@ -50,121 +60,152 @@ def _at(vec, i):
     return vec[i] if isinstance(vec, list) and vec else None
 
 
-def _multiplier_lines(d: dict) -> list[str]:
-    em, grid = d.get("efficiency_multiplier"), d["compute_grid"]
-    if not em:
-        return []
-    t, r = em["treatment"], em["reference"]
-    idx = [0, len(grid) // 2, len(grid) - 1]
-    lines = [f"| C (FLOPs) | {r} compute to match {t} / C | {t} compute to match {r} / C | loss ratio {t}/{r} |",
-             "|---|---|---|---|"]
-    for i in idx:
-        a, b, q = em["ref_to_match_treat"], em["treat_to_match_ref"], d["loss_ratio"]
-        cell = [with_ci(_at(x["value"], i), [_at(x["ci95"][0], i), _at(x["ci95"][1], i)]) if x["ci95"] else
-                fmt(_at(x["value"], i)) for x in (a, b, q)]
-        lines.append(f"| {fmt(grid[i], 3)} | " + " | ".join(cell) + " |")
-    return lines + ["", em["meaning"] + "."]
+def _num(v):
+    return float("inf") if v == "inf" else v
 
 
-def _answer(fits: dict) -> str:
-    d = fits["derived"]
-    em, cr = d.get("efficiency_multiplier"), d.get("crossover", {})
+def _vision_lines(fits: dict) -> list[str]:
+    v = fits.get("vision") or {}
+    out = ["## Do the arms use their frames?", ""]
+    if not v:
+        out.append("Not measured: no evaluation with shuffled frames (`eval_loss_shuffled_frames`) in the data"
+                   + (", so every comparison between arms is withheld." if fits.get("vision_required") else "."))
+        return out + [""]
+    out += ["Vision gap = eval loss with another clip's frames − eval loss with the clip's own frames, at each "
+            "arm's largest step count; 95% CI from resampling runs (and each run's evaluation noise).", "",
+            "| arm | vision gap | 95% CI | runs | uses its frames | points |", "|---|---|---|---|---|---|"]
+    for g, r in v.items():
+        ci = f"[{fmt(r['ci95'][0], 3)}, {fmt(r['ci95'][1], 3)}]" if r.get("ci95") else "none"
+        verdict = "yes" if r["uses_frames"] else f"**no** — {r['reason']}"
+        out.append(f"| {g} | {fmt(r['gap'], 3)} | {ci} | {r['n_runs']} | {verdict} | {r['points']} |")
+    blind = [g for g, r in v.items() if not r["uses_frames"]]
+    if blind:
+        out += ["", f"{', '.join(blind)} not shown to use its frames: every comparison involving it is withheld."]
+    return out + [""]
+
+
+def _comparison_answer(name: str, c: dict, grid: list) -> str:
+    t, r = c["treatment"], c["reference"]
+    if c["status"] == "withheld":
+        return f"**{name}: withheld** — {c['reason']}."
+    em = c.get("efficiency_multiplier")
+    i = len(grid) // 2
+    if c["status"] != "ok":
+        est = ""
+        if em:
+            est = (f" Point estimate only (no verdict): at {fmt(grid[i], 3)} FLOPs the {r} needs "
+                   f"{fmt(_num(_at(em['ref_to_match_treat']['value'], i)), 3)}x the compute to match the {t} loss.")
+        return f"**{name}: not identified** — {c['reason']}.{est}"
+    m = _num(_at(em["ref_to_match_treat"]["value"], i))
+    ci = em["ref_to_match_treat"]["ci95"]
+    lo, hi = (_num(_at(ci[0], i)), _num(_at(ci[1], i))) if ci else (None, None)
     parts = []
-    if em:
-        t, r = em["treatment"], em["reference"]
-        grid = d["compute_grid"]
-        i = len(grid) // 2
-        m = _at(em["ref_to_match_treat"]["value"], i)
-        ci = em["ref_to_match_treat"]["ci95"]
-        lo, hi = (_at(ci[0], i), _at(ci[1], i)) if ci else (None, None)
-        num = lambda v: float("inf") if v == "inf" else v  # noqa: E731
-        m, lo, hi = num(m), num(lo), num(hi)
-        if m == float("inf"):
-            parts.append(f"At the middle of the compute range ({fmt(grid[i], 3)} FLOPs) the {t} model reaches a loss "
-                         f"that the {r}'s fitted curve never reaches (its floor E lies above it); 95% CI of the "
-                         f"compute multiplier [{fmt(lo, 3)}, {fmt(hi, 3)}].")
-        elif m is not None:
-            verdict = ("needs the same compute for the same loss" if abs(math.log(m)) < 1e-3 else
-                       "reaches the same loss for less compute" if m > 1 else "needs more compute for the same loss")
-            if lo is not None and hi is not None:
-                sure = (" and the 95% interval excludes 1" if (lo > 1 or hi < 1)
-                        else "; the 95% interval includes 1, so the data cannot tell them apart")
-            else:
-                sure = " (no bootstrap interval: too few runs refit on resampling, so this is not a finding)"
-            than = "as" if verdict.startswith("needs the same") else "than"
-            parts.append(f"At the middle of the compute range ({fmt(grid[i], 3)} FLOPs) the {t} model {verdict} "
-                         f"{than} the {r}: the {r} needs {fmt(m, 3)}x (95% CI [{fmt(lo, 3)}, {fmt(hi, 3)}]) the "
-                         f"compute to match the {t} loss{sure}.")
-        roots = cr.get("crossovers", [])
-        if roots:
-            first = cr["first"]
-            share = (f" (a crossover exists in {first['n_resamples_ok']} of {first['n_resamples']} resamples)"
-                     if first.get("n_resamples") else "")
-            ext = " (extrapolated beyond the data)" if cr["extrapolated"][0] else ""
-            parts.append(f"The fitted L(C) curves cross at C = {with_ci(first['value'], first['ci95'])} FLOPs"
-                         f"{ext}{share}; below it the {cr['lower_loss_at_low_compute']} variant has the lower loss.")
-        elif "search_range" in cr:
-            parts.append(f"The fitted L(C) curves do not cross in [{fmt(cr['search_range'][0], 3)}, "
-                         f"{fmt(cr['search_range'][1], 3)}] FLOPs; the {cr['lower_loss_at_data_max']} variant has "
-                         "the lower loss throughout.")
-        ex = d.get("scaling_exponent", {})
-        if t in ex and r in ex:
-            diff = d.get("exponent_difference", {})
-            if _straddles(diff):
-                trend = "does not clearly change with compute"
-            else:  # a larger alpha means a loss that falls faster with compute
-                trend = f"moves in {t if diff['value'] > 0 else r}'s favour as compute grows"
-            parts.append(f"Loss falls with compute as C^-alpha with alpha = {with_ci(ex[t]['value'], ex[t]['ci95'])} "
-                         f"({t}) vs {with_ci(ex[r]['value'], ex[r]['ci95'])} ({r}); the difference is "
-                         f"{with_ci(diff.get('value'), diff.get('ci95'))}, so the gap {trend}.")
-    else:
-        parts.append(f"No two-variant comparison: {cr.get('reason', 'only one variant')}.")
-    alloc = d.get("optimal_allocation", {})
-    if alloc:
-        parts.append("With model size: " + "; ".join(
-            f"{g} puts N_opt ~ C^{with_ci(a['N_exponent']['value'], a['N_exponent']['ci95'])}"
-            for g, a in alloc.items()) + ".")
-    else:
-        parts.append("How the comparison moves with model size cannot be said from these runs: L(N,D) was not "
-                     "fitted (see the caveats).")
-    return " ".join(parts)
+    if m == float("inf"):
+        parts.append(f"at {fmt(grid[i], 3)} FLOPs the {t} reaches a loss the {r}'s fitted curve never reaches "
+                     f"(its floor E lies above it)")
+    elif m is not None:
+        if lo is None or hi is None or lo == hi:
+            sure = " (no bootstrap interval, so this is not a finding)"
+        elif lo > 1 or hi < 1:
+            sure = ", and the 95% interval excludes 1"
+        else:
+            sure = "; the 95% interval includes 1, so the data cannot tell them apart"
+        parts.append(f"at {fmt(grid[i], 3)} FLOPs the {r} needs {fmt(m, 3)}x (95% CI [{fmt(lo, 3)}, {fmt(hi, 3)}]) "
+                     f"the compute to match the {t} loss{sure}")
+    cr = c.get("crossover", {})
+    if cr.get("crossovers"):
+        first = cr["first"]
+        share = (f", a crossover in {first['n_resamples_ok']} of {first['n_resamples']} resamples"
+                 if first.get("n_resamples") else "")
+        ext = " (extrapolated beyond the data)" if cr["extrapolated"][0] else ""
+        parts.append(f"the L(C) curves cross at C = {with_ci(first['value'], first['ci95'])} FLOPs{ext}{share}; "
+                     f"below it the {cr['lower_loss_at_low_compute']} has the lower loss")
+    elif "search_range" in cr:
+        parts.append(f"the L(C) curves do not cross in [{fmt(cr['search_range'][0], 3)}, {fmt(cr['search_range'][1], 3)}] "
+                     f"FLOPs; the {cr['lower_loss_at_data_max']} has the lower loss throughout")
+    diff = c.get("exponent_difference", {})
+    if diff.get("ci95") and diff["ci95"][0] is not None:
+        moves = ("does not clearly change with compute" if diff["ci95"][0] <= 0 <= diff["ci95"][1] else
+                 f"moves in {t if diff['value'] > 0 else r}'s favour as compute grows")
+        parts.append(f"alpha_{t} − alpha_{r} = {with_ci(diff['value'], diff['ci95'])}, so the gap {moves}")
+    return f"**{name}:** " + "; ".join(parts) + "."
 
 
-def _straddles(v: dict) -> bool:
-    ci = v.get("ci95")
-    return not ci or ci[0] is None or ci[1] is None or (ci[0] <= 0 <= ci[1])
+def _answer(fits: dict) -> list[str]:
+    d = fits["derived"]
+    comps = d.get("comparisons", {})
+    out = [f"- {_comparison_answer(k, c, d['compute_grid'])}" for k, c in comps.items()]
+    if not comps:
+        out.append("- No comparison between arms: one group only.")
+    for g, a in d.get("optimal_allocation", {}).items():
+        if a["status"] == "ok":
+            out.append(f"- Allocation, {g}: N_opt ∝ C^{with_ci(a['N_exponent']['value'], a['N_exponent']['ci95'])}.")
+        else:
+            out.append(f"- Allocation, {g}: {a['status']} — {a['reason']}.")
+    if not d.get("optimal_allocation"):
+        out.append("- Allocation: L(N,D) not fitted (see the caveats), so nothing is said about model size.")
+    return out
+
+
+def _seed_lines(seeds: dict) -> list[str]:
+    out = ["## Seeds", "", seeds.get("note", ""), ""]
+    cells = seeds.get("cells", [])
+    if cells and seeds.get("max_runs_per_cell", 0) > 1:
+        out += ["| arm | config | steps | runs | mean final loss | seed sd | eval SE |", "|---|---|---|---|---|---|---|"]
+        out += [f"| {c['group']} | {c['config']} | {fmt(c['steps'])} | {c['n_runs']} | {fmt(c['mean_loss'])} | "
+                f"{fmt(c['seed_sd'], 3)} | {fmt(c['eval_se'], 3)} |" for c in cells] + [""]
+    return out
 
 
 def render(fits: dict) -> str:
     d = fits["derived"]
     b = fits["bootstrap"]
+    runs = ", ".join(f"{g} {n}" for g, n in fits.get("runs_per_group", {}).items())
     out = ["# Scaling-law analysis", "",
-           f"Source: `{fits['source']}`. {fits['n_rows']} rows, {fits['n_fit_points']} fit points, groups: "
-           f"{', '.join(fits['groups'])}. Uncertainty: {b['n']} bootstrap resamples of {b['unit']}, "
-           f"{b['interval']} intervals shown as value [lo, hi].", "", "## Answer", "", _answer(fits), ""]
+           f"Source: `{fits['source']}`. The fits use {fits['n_fit_points']} points ({fits['selection']}) of "
+           f"{fits['n_rows']} rows; runs per group: {runs}. Uncertainty: {b['n']} bootstrap resamples "
+           f"({b.get('resampling', b['unit'])}), {b['interval']} intervals shown as value [lo, hi]; a parameter "
+           "at a bound or with a zero-width interval is shown without one.", ""]
+    out += _vision_lines(fits)
+    out += ["## Answer", ""] + _answer(fits) + [""]
+    out += _seed_lines(fits.get("seeds", {}))
     if fits["notes"]:
         out += ["Caveats:", ""] + [f"- {n}" for n in fits["notes"]] + [""]
     out += ["## Fitted laws", ""] + [f"- {k}: {v}" for k, v in LAW_FORMS.items()] + [""]
     out += _laws_table(fits["laws"]) + [""]
     out += ["## Derived laws", "", "### Scaling exponent of L in C", ""]
     for g, v in d.get("scaling_exponent", {}).items():
-        out.append(f"- {g}: alpha = {with_ci(v['value'], v['ci95'])}")
-    out += ["", "### Crossover", ""]
-    cr = d.get("crossover", {})
-    if "crossovers" in cr:
-        out.append(f"Data range {fmt(cr['data_range'][0], 3)}–{fmt(cr['data_range'][1], 3)} FLOPs; searched "
-                   f"{fmt(cr['search_range'][0], 3)}–{fmt(cr['search_range'][1], 3)}. "
-                   + (f"Crossings at {', '.join(fmt(c, 4) for c in cr['crossovers'])} FLOPs "
-                      f"(first: {with_ci(cr['first']['value'], cr['first']['ci95'])})."
-                      if cr["crossovers"] else "No crossover in range."))
-    else:
-        out.append(f"Skipped: {cr.get('reason', '')}")
-    out += ["", "### Efficiency multiplier", ""] + (_multiplier_lines(d) or ["Skipped: needs L(C) for two variants."])
-    out += ["", "### Optimal allocation (from L(N,D); C = k N D with k fitted per group)", ""]
+        out.append(f"- {g}: alpha = {with_ci(v['value'], v['ci95'], v.get('flags', ()))}")
+    out += ["", "### Comparisons (crossover, efficiency multiplier)", ""]
+    grid = d["compute_grid"]
+    for name, c in d.get("comparisons", {}).items():
+        em = c.get("efficiency_multiplier")
+        if not em:
+            out += [f"- {name}: {c['status']} — {c['reason']}", ""]
+            continue
+        t, r = c["treatment"], c["reference"]
+        show = c["status"] == "ok"  # a comparison that is not identified shows estimates only
+        out += [f"**{name}** ({c['status']}{': ' + c['reason'] if c['reason'] else ''})", "",
+                f"| C (FLOPs) | {r} compute to match {t} / C | {t} compute to match {r} / C | loss ratio {t}/{r} |",
+                "|---|---|---|---|"]
+        for i in (0, len(grid) // 2, len(grid) - 1):
+            cells = []
+            for x in (em["ref_to_match_treat"], em["treat_to_match_ref"], c["loss_ratio"]):
+                ci = [_at(x["ci95"][0], i), _at(x["ci95"][1], i)] if (x["ci95"] and show) else None
+                cells.append(with_ci(_at(x["value"], i), ci))
+            out.append(f"| {fmt(grid[i], 3)} | " + " | ".join(cells) + " |")
+        out += ["", em["meaning"] + ".", ""]
+    out += ["### Optimal allocation (from L(N,D); C = k N D with k fitted per group)", ""]
     for g, a in d.get("optimal_allocation", {}).items():
-        out.append(f"- {g}: N_opt ∝ C^{with_ci(a['N_exponent']['value'], a['N_exponent']['ci95'])}, "
-                   f"D_opt ∝ C^{with_ci(a['D_exponent']['value'], a['D_exponent']['ci95'])}, "
-                   f"G = {with_ci(a['G']['value'], a['G']['ci95'])}, k = {fmt(a['flops_per_nd'])}")
+        if a["status"] == "withheld":
+            out.append(f"- {g}: withheld — {a['reason']}")
+            continue
+        ok = a["status"] == "ok"
+        ci = (lambda k: a[k]["ci95"] if ok else None)  # noqa: E731
+        note = "" if ok else f" ({a['status']}: {a['reason']}; estimates only)"
+        out.append(f"- {g}: N_opt ∝ C^{with_ci(a['N_exponent']['value'], ci('N_exponent'))}, "
+                   f"D_opt ∝ C^{with_ci(a['D_exponent']['value'], ci('D_exponent'))}, "
+                   f"G = {with_ci(a['G']['value'], ci('G'))}, k = {fmt(a['flops_per_nd'])}{note}")
     if not d.get("optimal_allocation"):
         out.append("Skipped: no L(N,D) fit.")
     out += ["", "### Best config per compute budget (from the grid)", "",
@@ -176,12 +217,9 @@ def render(fits: dict) -> str:
     out += ["", "### Extrapolation check (refit without the largest-compute points)", "",
             "| law | group | held out | from C | mean abs rel. error | max abs rel. error |", "|---|---|---|---|---|---|"]
     for e in d.get("extrapolation", []):
-        if e["status"] == "ok":
-            out.append(f"| {e['law']} | {e['group']} | {e['n_holdout']} | {fmt(e['C_threshold'], 3)} | "
-                       f"{fmt(e['mean_abs_rel_error'], 3)} | {fmt(e['max_abs_rel_error'], 3)} |")
-        else:
-            out.append(f"| {e['law']} | {e['group']} | {e['n_holdout']} | {fmt(e['C_threshold'], 3)} | "
-                       f"skipped: {e['reason']} | |")
+        tail = (f"{fmt(e['mean_abs_rel_error'], 3)} | {fmt(e['max_abs_rel_error'], 3)} |" if e["status"] == "ok"
+                else f"skipped: {e['reason']} | |")
+        out.append(f"| {e['law']} | {e['group']} | {e['n_holdout']} | {fmt(e['C_threshold'], 3)} | " + tail)
     out += ["", "## Plots", ""]
     for p in fits.get("plots", []):
         out.append(f"![{p['name']}]({p['png']}) (data: `{p['csv']}`)" if p["status"] == "ok"

@@ -21,12 +21,13 @@ from fitting.errors import FitError
 POINT_COLUMNS = [
     "variant", "config", "n_params", "n_params_llm", "n_params_vision", "samples", "tokens",
     "flops", "eval_loss", "eval_loss_se", "step", "trial_steps", "schedule", "run_id", "group", "wsd_phase",
+    "seed", "eval_loss_shuffled_frames", "eval_loss_shuffled_frames_se",
 ]
 # Without these a trial cannot become fit points; the rest are filled with NaN / "unknown".
 REQUIRED = ["variant", "config", "step", "samples", "flops", "eval_loss", "n_params"]
 # Keys a report row may lack but the trial's config (params.json) knows.
 FROM_CONFIG = {"variant": "variant", "config": "config", "trial_steps": "steps", "schedule": "schedule",
-               "wsd_phase": "wsd_phase"}
+               "wsd_phase": "wsd_phase", "seed": "seed"}
 TEXT_COLUMNS = ("variant", "config", "schedule", "run_id", "group", "wsd_phase")
 
 
@@ -180,18 +181,25 @@ def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
     if "wsd_phase" in points:  # tables written before WSD have no such column
         final &= points["wsd_phase"] != "stable"
     p = points[final]
+    # one column per optional key, NaN when absent (tables written before seeds / shuffled frames)
+    opt = {c: (p[c].to_numpy(float) if c in p else np.full(len(p), np.nan))
+           for c in ("seed", "eval_loss_shuffled_frames", "eval_loss_shuffled_frames_se", "trial_steps")}
     return pd.DataFrame({
         "N": p["n_params"].to_numpy(float), "D": p[d_col].to_numpy(float),
         "C": p["flops"].to_numpy(float), "loss": p["eval_loss"].to_numpy(float),
         "loss_se": p["eval_loss_se"].to_numpy(float), "group": p["variant"].to_numpy(str),
         "config": p["config"].to_numpy(str), "run_id": p["run_id"].to_numpy(str),
         "n_llm": p["n_params_llm"].to_numpy(float), "n_vision": p["n_params_vision"].to_numpy(float),
+        "seed": opt["seed"], "steps": opt["trial_steps"], "loss_shuffled": opt["eval_loss_shuffled_frames"],
+        "loss_shuffled_se": opt["eval_loss_shuffled_frames_se"],
     })
 
 
 def load_csv(path, n_col: str, loss_col: str, d_col: str | None = None, c_col: str | None = None,
-             group_col: str | None = None, drop_top_loss: int = 0) -> tuple[pd.DataFrame, list[dict]]:
-    """CSV of points -> (fit frame, dropped rows). D = C/(6N) without --d; C = 6ND without --c."""
+             group_col: str | None = None, drop_top_loss: int = 0,
+             run_col: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """CSV of points -> (fit frame, dropped rows). D = C/(6N) without --d; C = 6ND without --c.
+    run_col names the run each row belongs to (the bootstrap's unit); without it each row is a run."""
     path = Path(path)
     if not path.is_file():
         raise FitError(f"CSV file not found: {path}")
@@ -201,20 +209,26 @@ def load_csv(path, n_col: str, loss_col: str, d_col: str | None = None, c_col: s
         raw = pd.read_csv(path)
     except (ValueError, OSError) as e:
         raise FitError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-    wanted = [c for c in (n_col, loss_col, d_col, c_col, group_col) if c is not None]
+    wanted = [c for c in (n_col, loss_col, d_col, c_col, group_col, run_col) if c is not None]
     missing = [c for c in wanted if c not in raw.columns]
     if missing:
         have = ", ".join(repr(c) for c in raw.columns[:12])
         raise FitError(f"{path.name} lacks column(s) {', '.join(map(repr, missing))} (has {have})")
-    num = {c: pd.to_numeric(raw[c], errors="coerce").to_numpy(float) for c in wanted if c != group_col}
+    num = {c: pd.to_numeric(raw[c], errors="coerce").to_numpy(float) for c in wanted if c not in (group_col, run_col)}
+    if n_col is None:  # one model size, unknown: L(D) and L(C) only
+        num[None] = np.ones(len(raw))
+        if d_col is None:
+            raise FitError("without --n, give the data column (--d): D = C/(6N) needs N")
     N, loss = num[n_col], num[loss_col]
     D = num[d_col] if d_col else num[c_col] / (6.0 * N)
     C = num[c_col] if c_col else 6.0 * N * D
     frame = pd.DataFrame({
         "N": N, "D": D, "C": C, "loss": loss, "loss_se": np.nan,
         "group": raw[group_col].astype(str).to_numpy() if group_col else "all",
-        "config": [f"N={v:.3g}" for v in N], "run_id": [f"row{i}" for i in range(len(raw))],
-        "n_llm": np.nan, "n_vision": np.nan,
+        "config": [f"N={v:.3g}" for v in N],
+        "run_id": raw[run_col].astype(str).to_numpy() if run_col else [f"row{i}" for i in range(len(raw))],
+        "n_llm": np.nan, "n_vision": np.nan, "seed": np.nan, "steps": np.nan,
+        "loss_shuffled": np.nan, "loss_shuffled_se": np.nan,
     })
     dropped = []
     with np.errstate(invalid="ignore"):

@@ -66,8 +66,9 @@ def tree(tmp_path_factory):
     fit.mkdir()
     (fit / "few.csv").write_text("N,C,L\n1e6,1e15,3.0\n2e6,2e15,2.8\n")
     (fit / "nan.csv").write_text("N,C,L\n" + "".join(f"{n:g},{c:g},nan\n" for n in (1e6, 2e6, 4e6) for c in (1e15, 1e16)))
-    (fit / "one_size.csv").write_text("N,C,L\n" + "".join(f"1e6,{c:.3e},{2 + 10 / c ** 0.1:.6f}\n"
-                                                         for c in (1e14, 3e14, 1e15, 3e15, 1e16, 3e16, 1e17, 3e17)))
+    # one model size is fitted as L(D) (issue 12); with only 2 distinct D values it still cannot be
+    (fit / "one_size.csv").write_text("N,C,L\n" + "".join(f"1e6,{c:.3e},{2 + 10 / c ** 0.1 + 1e-3 * i:.6f}\n"
+                                                         for i, c in enumerate((1e14, 1e17) * 4)))
     for stem in ("few", "nan", "one_size"):  # earlier analyses must survive a failed one
         (fit / f"{stem}_analysis").mkdir()
         (fit / f"{stem}_analysis" / "report.md").write_text("an earlier report\n")
@@ -132,7 +133,7 @@ CASES = [
     ("fit-nan-losses", ["-m", "fitting", "csv", "{root}/fit/nan.csv", "--n", "N", "--c", "C", "--loss", "L",
                         "--bootstrap", "5"], "no rows with finite"),
     ("fit-one-model-size", ["-m", "fitting", "csv", "{root}/fit/one_size.csv", "--n", "N", "--c", "C", "--loss", "L",
-                            "--bootstrap", "5"], "only 1 distinct model sizes (N); exponent alpha is not identifiable"),
+                            "--bootstrap", "5"], "only 2 distinct data sizes (D); exponent beta is not identifiable"),
     ("fit-missing-column", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "params", "--c", "C", "--loss", "L"],
      "params"),
 ]

@@ -41,12 +41,12 @@ def test_crossover_recovered(two_variants):
     fs, ctx, boot = two_variants
     diff = lambda lc: _lc(TRUE["foveated"], np.exp(lc)) - _lc(TRUE["baseline"], np.exp(lc))  # noqa: E731
     true_c = np.exp(brentq(diff, np.log(1e15), np.log(1e21)))
-    got = derived.summarize(fs.current(), ctx)["crossover|C"]
+    got = derived.summarize(fs.current(), ctx)["crossover|foveated vs baseline|C"]
     assert got == pytest.approx(true_c, rel=0.5)
-    lo, hi = boot["crossover|C"]["ci95"]
+    lo, hi = boot["crossover|foveated vs baseline|C"]["ci95"]
     assert lo <= true_c <= hi
     rep = derived.crossover_report(fs.ok("L(C)", "foveated").params("foveated"),
-                                   fs.ok("L(C)", "baseline").params("baseline"), ctx)
+                                   fs.ok("L(C)", "baseline").params("baseline"), ctx, "foveated", "baseline")
     assert rep["lower_loss_at_low_compute"] == "foveated" and rep["lower_loss_at_data_max"] == "baseline"
 
 
@@ -54,11 +54,11 @@ def test_efficiency_multiplier_recovered(two_variants):
     fs, ctx, boot = two_variants
     grid = ctx["C_grid"]
     true_m = inverse_lc(TRUE["baseline"], _lc(TRUE["foveated"], grid)) / grid
-    got = derived.summarize(fs.current(), ctx)["multiplier|ref_to_match_treat"]
+    got = derived.summarize(fs.current(), ctx)["multiplier|foveated vs baseline|ref_to_match_treat"]
     i = 1  # well below the crossover: the baseline needs several times the compute
     assert true_m[i] > 2
     assert got[i] == pytest.approx(true_m[i], rel=0.25)
-    lo, hi = (np.asarray(v)[i] for v in boot["multiplier|ref_to_match_treat"]["ci95"])
+    lo, hi = (np.asarray(v)[i] for v in boot["multiplier|foveated vs baseline|ref_to_match_treat"]["ci95"])
     assert lo <= true_m[i] <= hi
     # past the crossover the baseline needs less than C to match the foveated loss
     assert got[-1] < 1
@@ -154,10 +154,10 @@ def test_csv_cli_bad_rows_dropped_and_listed(tmp_path):
 def test_csv_cli_all_bad_and_impossible_fit(tmp_path):
     pd.DataFrame({"N": [1e7, 1e8], "D": [1e9, 1e9], "loss": [np.nan, 0.0]}).to_csv(tmp_path / "bad.csv", index=False)
     _one_line_error(_cli(tmp_path / "bad.csv", "--n", "N", "--d", "D", "--loss", "loss"), "no rows")
-    D = np.geomspace(1e8, 1e10, 10)
+    D = np.geomspace(1e8, 1e10, 3)  # one size and 3 data sizes: L(D) has no free residual
     pd.DataFrame({"N": 1e8, "D": D, "loss": 2 + 600 / D**0.3}).to_csv(tmp_path / "one.csv", index=False)
     _one_line_error(_cli(tmp_path / "one.csv", "--n", "N", "--d", "D", "--loss", "loss", "--out", tmp_path / "o"),
-                    "not identifiable")
+                    "3 points for 3 parameters")
     _one_line_error(_cli(tmp_path / "one.csv", "--n", "N", "--loss", "loss"), "--d", "--c")
 
 

@@ -64,8 +64,10 @@ def experiment(tmp_path_factory):
                 loss = float("nan")
             if spec["mode"] == "resumed" and i == 1:
                 loss += 1.0  # the stale first report of this step; the later one must win
+            final = {"eval_loss_shuffled_frames": loss + 0.1, "eval_loss_shuffled_frames_se": 0.01} \
+                if step == spec["steps"] else {}
             tune.report({
-                "variant": spec["variant"], "config": spec["config"], "step": step, "samples": samples,
+                **final, "variant": spec["variant"], "config": spec["config"], "step": step, "samples": samples,
                 "tokens": samples * 40, "train_loss": loss, "eval_loss": loss, "eval_loss_se": 0.01,
                 "lr": 1e-3, "flops": flops_per_sample * samples, "n_params": n, "n_params_llm": n_llm,
                 "n_params_vision": n_vis, "trial_steps": spec["steps"], "milestone": True,
@@ -140,9 +142,12 @@ def test_derived_present_with_ci(analysed):
     fits, _ = analysed
     d = fits["derived"]
     assert set(d["scaling_exponent"]) == {"foveated", "baseline"}
-    cr = d["crossover"]
+    assert all(v["uses_frames"] and v["ci95"][0] > 0 for v in fits["vision"].values())
+    comp = d["comparisons"]["foveated vs baseline"]
+    assert comp["status"] != "withheld", comp["reason"]
+    cr = comp["crossover"]
     assert "crossovers" in cr and len(cr["search_range"]) == 2
-    em = d["efficiency_multiplier"]["ref_to_match_treat"]
+    em = comp["efficiency_multiplier"]["ref_to_match_treat"]
     assert len(em["value"]) == len(d["compute_grid"]) and em["ci95"] is not None
     best = pd.DataFrame(d["best_configs"])
     assert {"config", "N_llm", "N_vision", "vision_share"} <= set(best.columns)

@@ -1,0 +1,87 @@
+"""fits.json "derived": every pair of arms compared (or withheld, with the reason), allocation.
+
+A comparison (crossover, loss ratio, efficiency multiplier, exponent difference) is computed
+only for pairs whose arms both use their frames; a withheld pair carries its reason and no
+numbers. A computed pair whose arms have too few runs, or whose L(C) parameters sit at a bound,
+is "not identified": its numbers are kept in fits.json but the report states no verdict.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fitting import derived as dv
+from fitting import honest
+
+
+def _ci(boot, key):
+    b = boot.get(key)
+    return None if b is None else [b["ci95"][0], b["ci95"][1]]
+
+
+def _value(full, boot, key):
+    b = boot.get(key, {})
+    return {"value": full.get(key, np.nan), "ci95": _ci(boot, key),
+            "n_resamples_ok": b.get("n_ok"), "n_resamples": b.get("n")}
+
+
+def _law_flags(laws, law, g):
+    rec = laws.get(law, {}).get(g)
+    return rec["flags"] if rec and rec["status"] == "ok" else None
+
+
+def _pair(fs, ctx, full, boot, t, r):
+    pk = dv.pair_key(t, r)
+    p_t, p_r = fs.ok("L(C)", t).params(t), fs.ok("L(C)", r).params(r)
+    out = {"crossover": dv.crossover_report(p_t, p_r, ctx, t, r)}
+    out["crossover"]["first"] = _value(full, boot, f"crossover|{pk}|C")
+    out["loss_ratio"] = _value(full, boot, f"ratio|{pk}|loss")
+    out["efficiency_multiplier"] = {
+        "ref_to_match_treat": _value(full, boot, f"multiplier|{pk}|ref_to_match_treat"),
+        "treat_to_match_ref": _value(full, boot, f"multiplier|{pk}|treat_to_match_ref"),
+        "meaning": (f"ref_to_match_treat(C) = C_{r}(L_{t}(C)) / C: how many times C the {r} needs to reach "
+                    f"the loss the {t} reaches with C (>1: {t} is more compute-efficient); "
+                    "treat_to_match_ref is the reverse"),
+    }
+    out["exponent_difference"] = _value(full, boot, f"exponent_diff|{pk}|alpha")
+    return out
+
+
+def derived(fs, ctx, full, boot, laws, vision, require_vision, runs) -> dict:
+    d = {"compute_grid": ctx["C_grid"], "flops_per_nd": ctx["flops_per_nd"]}
+    d["scaling_exponent"] = {}
+    for g in fs.groups:
+        rec = laws.get("L(C)", {}).get(g)
+        if rec and rec["status"] == "ok":
+            d["scaling_exponent"][g] = {"value": rec["params"]["alpha"], "ci95": rec["ci95"]["alpha"],
+                                        "flags": rec["flags"]["alpha"]}
+    alloc = {}
+    for g in fs.groups:
+        if f"allocation|{g}|G" not in full:
+            continue
+        a = {k: _value(full, boot, f"allocation|{g}|{k}") for k in ("N_exponent", "D_exponent", "G", "N_opt", "D_opt")}
+        a["flops_per_nd"] = ctx["flops_per_nd"][g]
+        flags = _law_flags(laws, "L(N,D)", g)
+        status, reason = honest.comparison_status([g], vision, require_vision, runs, {g: flags})
+        if status == "ok":
+            for k in ("N_exponent", "D_exponent", "G"):
+                if honest.zero_width(a[k]["value"], a[k]["ci95"]):
+                    status, reason = "not identified", f"{k} has a zero-width interval"
+        if status == "withheld":
+            a = {"flops_per_nd": ctx["flops_per_nd"][g]}
+        a.update(status=status, reason=reason)
+        alloc[g] = a
+    d["optimal_allocation"] = alloc
+    comps = {}
+    computed = set(map(tuple, ctx["pairs"]))
+    for t, r in dv.pairs(fs.groups):
+        rec = {"treatment": t, "reference": r}
+        flags = {a: _law_flags(laws, "L(C)", a) for a in (t, r)}
+        status, reason = honest.comparison_status([t, r], vision, require_vision, runs, flags)
+        if (t, r) in computed and status != "withheld":
+            rec.update(_pair(fs, ctx, full, boot, t, r))
+        rec.update(status=status, reason=reason)
+        comps[dv.pair_key(t, r)] = rec
+    d["comparisons"] = comps
+    d["best_configs"] = dv.best_configs(fs.frame).to_dict("records")
+    d["extrapolation"] = dv.extrapolation_check(fs.frame, fs)
+    return d

@@ -1,0 +1,79 @@
+"""What an interval may claim: per-parameter flags, and whether a comparison is identified.
+
+- A parameter at (or within 1e-6 relative of) a bound has no interval: the bootstrap holds it
+  there, so any "interval" would be the bound twice. E -> 0 and a vanishing power term count
+  as bounds (their log-coefficient runs to -inf).
+- A zero-width interval (every resample gave the same value) is not a 95% interval.
+- E above the lowest loss the law was fitted to is flagged: the law's floor is not a floor.
+- A verdict (an interval excluding 1 or 0) needs MIN_RUNS independent runs in each arm.
+"""
+from __future__ import annotations
+
+import math
+
+MIN_RUNS = 3
+ZERO_WIDTH_RTOL = 1e-9
+
+
+def zero_width(value, ci) -> bool:
+    if not ci or ci[0] is None or ci[1] is None:
+        return False
+    lo, hi = float(ci[0]), float(ci[1])
+    scale = max(abs(lo), abs(hi), abs(value) if value is not None and math.isfinite(value) else 0.0, 1e-300)
+    return math.isfinite(lo) and math.isfinite(hi) and hi - lo <= ZERO_WIDTH_RTOL * scale
+
+
+def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tuple[dict, dict]:
+    """(flags {param: [str]}, ci95 with every flagged parameter's interval removed)."""
+    at_bound = fit.params_at_bound(group)
+    flags, clean = {}, {}
+    for k, v in params.items():
+        f = []
+        if at_bound.get(k):
+            f.append("E at lower bound (0)" if k == "E" else "at bound")
+        if not f and zero_width(v, ci.get(k)):
+            f.append("zero-width CI")
+        if k == "E" and v > min_loss:
+            f.append(f"E above the lowest fitted loss ({min_loss:.4g})")
+        if ci.get(k) is None and not f:
+            f.append("no CI")
+        flags[k] = f
+        bad = any(x in ("at bound", "E at lower bound (0)", "zero-width CI") for x in f)
+        clean[k] = None if bad else ci.get(k)
+    return flags, clean
+
+
+def runs_per_group(frame) -> dict:
+    return {g: int(s["run_id"].nunique()) for g, s in frame.groupby("group")}
+
+
+def blocking_flags(flags: dict, names) -> list[str]:
+    """'alpha at bound'-style strings for the named parameters that cannot support a verdict."""
+    out = []
+    for k in names:
+        for f in flags.get(k, []):
+            if f in ("at bound", "E at lower bound (0)", "zero-width CI"):
+                out.append(f"{k} {f}" if not f.startswith("E ") else f)
+    return out
+
+
+def comparison_status(arms, vision: dict, require_vision: bool, runs: dict, law_flags: dict) -> tuple[str, str]:
+    """("ok" | "withheld" | "not identified", reason) for a comparison between `arms`.
+
+    law_flags: arm -> flags of the law the comparison uses (None: that law was not fitted)."""
+    for a in arms:
+        v = vision.get(a)
+        if v is None and require_vision:
+            return "withheld", f"{a}: vision use not measured (no eval_loss_shuffled_frames)"
+        if v is not None and not v["uses_frames"]:
+            return "withheld", f"{a} does not use its frames ({v['reason']})"
+    for a in arms:
+        if law_flags.get(a) is None:
+            return "withheld", f"{a}: law not fitted"
+    few = [f"{a} has {runs.get(a, 0)}" for a in arms if runs.get(a, 0) < MIN_RUNS]
+    if few:
+        return "not identified", f"needs >= {MIN_RUNS} independent runs per arm ({', '.join(few)})"
+    stuck = [f"{a}: {', '.join(b)}" for a in arms if (b := blocking_flags(law_flags[a], law_flags[a]))]
+    if stuck:
+        return "not identified", "parameters at a bound or without interval (" + "; ".join(stuck) + ")"
+    return "ok", ""
