@@ -159,9 +159,33 @@ def train_loader(ds: ClipDataset, cfg: TrialConfig, state: dict | None = None, w
     return cursor, loader
 
 
-def eval_batches(ds: ClipDataset, batch_size: int):
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation of range(n) with no fixed point: out[i] != i for every i.
+
+    Walk the rows in a random order and hand each one the next row's index (the last gets
+    the first's): one n-cycle, so no row is mapped to itself. Needs n >= 2.
+    """
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 elements, got {n}")
+    order = torch.randperm(n, generator=generator)
+    out = torch.empty(n, dtype=torch.long)
+    out[order] = order.roll(-1)
+    return out
+
+
+def eval_batches(ds: ClipDataset, batch_size: int, frames_from: torch.Tensor | None = None):
+    """The eval split in order. frames_from[i]: take row i's frames from that row instead
+    (captions and labels stay row i's); a row whose own or donor frames fail is a bad row."""
     for start in range(0, len(ds), batch_size):
-        yield collate([ds[i] for i in range(start, min(len(ds), start + batch_size))], ds.name)
+        items = [ds[i] for i in range(start, min(len(ds), start + batch_size))]
+        if frames_from is not None:
+            for i, item in enumerate(items, start):
+                donor = ds[int(frames_from[i])]
+                if "bad_row" in item or "bad_row" in donor:
+                    items[i - start] = item if "bad_row" in item else donor
+                else:
+                    item["frames"] = donor["frames"]
+        yield collate(items, ds.name)
 
 
 # -- sources --------------------------------------------------------------------------------
