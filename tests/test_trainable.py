@@ -17,7 +17,8 @@ from trainables import checkpoint as ckpt
 REQUIRED_METRICS = {
     "variant", "config_id", "step", "samples", "tokens", "train_loss", "eval_loss", "eval_loss_se", "lr",
     "n_params", "n_params_llm", "n_params_vision", "flops", "samples_per_s", "tflops", "mfu",
-    "peak_gpu_mem_gib", "host_rss_gib", "milestone",
+    "peak_gpu_mem_gib", "host_rss_gib", "milestone", "eval_loss_shuffled_frames", "eval_loss_shuffled_frames_se",
+    "eval_vision_gap", "eval_vision_gap_se",
 }
 
 

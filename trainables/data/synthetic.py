@@ -4,9 +4,10 @@ Each clip is T frames of dark noise with one coloured *target* shape among grey 
 shapes of the same kinds and size. The target starts anywhere and moves in a straight line
 (left, right, up or down) or stays; the distractors stand still. The caption names the
 target's colour, its shape and how it moves, e.g. "red circle moves left" or
-"blue cross stays". Only the frames tell: colour is visible anywhere the target is, but its
-shape is only legible where it is (a grey distractor of another shape sits next to it), and
-its motion needs that place in several frames. One glimpse per frame at the target is enough,
+"blue cross stays". Only the frames tell: the colour is in the target's pixels alone, its
+shape is legible only at its place (an average over the frame mixes in the distractors,
+which take any shape), and its motion needs that place in several frames (a one-frame clip
+always "stays"). One glimpse per frame at the target is enough,
 which is what the foveated model gets; a language model without the frames learns the
 grammar but must guess every content word, so caption loss with the true frames must end
 clearly below the loss with another clip's frames.
@@ -35,9 +36,9 @@ COLOURS = {
 SHAPES = ("square", "circle", "triangle", "cross")
 MOTIONS = {"moves left": (0, -1), "moves right": (0, 1), "moves up": (-1, 0), "moves down": (1, 0), "stays": (0, 0)}
 N_DISTRACTORS = 2
-GREY_LEVELS = (110, 170)  # distractor brightness range: as bright as the targets, no hue
+GREY_LEVELS = (90, 130)  # distractor brightness range: well above the noise, no hue
 NOISE_SHIFT = 2  # background noise: random bytes >> 2, i.e. 0..63 (bytes: 3x faster than integers)
-OBJECT_FRACTION = 2 / 7  # object side / frame side: 16 px at 56 (just over one 14 px patch)
+OBJECT_FRACTION = 3 / 8  # object side / frame side: 21 px at 56 (1.5 patches of 14 px)
 TRAVEL_FRACTION = 0.5  # a moving target crosses this share of the free span over the clip
 
 
@@ -88,7 +89,7 @@ def make_clip(rng: np.random.Generator, frames: int, image_size: int) -> tuple[n
     video = (np.frombuffer(rng.bytes(frames * s * s * 3), np.uint8) >> NOISE_SHIFT).reshape(frames, s, s, 3)
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
-    motion = str(rng.choice(list(MOTIONS)))
+    motion = str(rng.choice(list(MOTIONS))) if frames > 1 else "stays"  # one frame shows no motion
     # distractors: grey, static, any shape (the target's included), drawn under the target
     for _ in range(N_DISTRACTORS):
         mask = _shape_mask(str(rng.choice(SHAPES)), obj)
@@ -134,7 +135,7 @@ def load_or_generate(seed: int, split: str, size: int, frames: int, image_size: 
     """Generate once, then reload from the Arrow cache (shared by all trials on a machine)."""
     import datasets
 
-    key = hashlib.sha1(f"v1-{seed}-{split}-{size}-{frames}-{image_size}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"v2-{seed}-{split}-{size}-{frames}-{image_size}".encode()).hexdigest()[:12]
     path = cache_dir() / f"{split}-{size}x{frames}x{image_size}-{key}"
     if (path / "dataset_info.json").exists():
         return datasets.load_from_disk(str(path))
