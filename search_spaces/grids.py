@@ -20,9 +20,10 @@ PHASE_SETTINGS = dict(
 )
 
 # Tiny models on 2 CPU cores: 4 frames x 56 px (4x4 patches), one global batch of 16.
-# Random-init backbones train at the connector's learning rate.
+# Random-init backbones train at the connector's learning rate. 8 text tokens: a synthetic
+# caption is at most 4 words + BOS + EOS.
 SMOKE_SETTINGS = dict(
-    frames=4, image_size=56, text_len=16, global_batch=16, micro_batch=16, lr=5e-3, lr_backbone=5e-3,
+    frames=4, image_size=56, text_len=8, global_batch=16, micro_batch=16, lr=5e-3, lr_backbone=5e-3,
     precision="fp32", init="random", dataset="synthetic", dataset_size=2048, eval_size=256,
     query_dim=32, warmup_steps=10,
 )

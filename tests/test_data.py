@@ -13,7 +13,8 @@ import torch
 from search_spaces.sizes import ConfigError
 from search_spaces.trial import TrialConfig
 from trainables.data import synthetic
-from trainables.data.pipeline import EpochCursor, collate, encode_caption, load_data, normalise_frames, train_loader
+from trainables.data.pipeline import (EpochCursor, collate, derangement, encode_caption, eval_batches, load_data,
+                                     normalise_frames, train_loader)
 from trainables.data.sources import resolve
 from trainables.data.tokenizer import word_level_tokenizer
 
@@ -52,29 +53,96 @@ def test_synthetic_clips_are_computed_per_index_at_any_size(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []  # no cache written
 
 
-def test_caption_describes_what_is_drawn():
+def test_clips_are_deterministic_per_seed_split_and_index():
+    def clip(seed, split, index, frames=4, size=56):
+        return synthetic.make_clip(np.random.default_rng(synthetic._clip_seed(seed, split, index)), frames, size)
+
+    v, c = clip(3, "train", 5)
+    v2, c2 = clip(3, "train", 5)
+    assert np.array_equal(v, v2) and c == c2
+    for other in (clip(4, "train", 5), clip(3, "eval", 5), clip(3, "train", 6)):
+        assert not np.array_equal(v, other[0])
+    v224, _ = clip(3, "train", 5, frames=8, size=224)
+    assert v224.shape == (8, 224, 224, 3) and v224.dtype == np.uint8
+
+
+def read_target(video: np.ndarray) -> str:
+    """Decode a clip the way one glimpse per frame could: find the target (the only pixels in
+    a target colour), read colour and shape from the object-sized crop at that place alone,
+    and the motion from where that place is in the first and last frame."""
+    obj = synthetic.object_size(video.shape[1])
+    places = []
+    for t, frame in enumerate(video):
+        hits = {name: (frame == rgb).all(-1) for name, rgb in synthetic.COLOURS.items()}
+        (colour,) = [name for name, m in hits.items() if m.any()]  # exactly one target colour
+        ys, xs = np.nonzero(hits[colour])
+        y, x = ys.min(), xs.min()
+        crop = video[t, y : y + obj, x : x + obj]  # the glimpse: the target's place only
+        assert crop.shape[:2] == (obj, obj) and ys.max() - y < obj and xs.max() - x < obj
+        seen = (crop == synthetic.COLOURS[colour]).all(-1)
+        (shape,) = [s for s in synthetic.SHAPES if np.array_equal(seen, synthetic._shape_mask(s, obj))]
+        places.append((y, x))
+    (dy, dx) = np.sign(np.subtract(places[-1], places[0]))
+    (motion,) = [m for m, d in synthetic.MOTIONS.items() if d == (dy, dx)]
+    return f"{colour} {shape} {motion}"
+
+
+def test_caption_is_what_the_glimpse_at_the_target_shows():
     rng = np.random.default_rng(0)
-    for _ in range(20):
+    captions = set()
+    for _ in range(200):
         video, caption = synthetic.make_clip(rng, frames=4, image_size=56)
         assert video.shape == (4, 56, 56, 3) and video.dtype == np.uint8
-        for part in caption.split(" and "):
-            colour = part.split()[0]
-            # every named colour is actually painted in the first frame
-            assert (video[0] == synthetic.COLOURS[colour]).all(-1).sum() >= 4, caption
-        if "stays" not in caption:
-            assert not np.array_equal(video[0] > 100, video[-1] > 100), "a moving object must move"
-        words = set(caption.split())
-        assert words <= set(synthetic.vocabulary())
+        assert read_target(video) == caption
+        assert set(caption.split()) <= set(synthetic.vocabulary())
+        # distractors: grey (equal channels) and as bright as a target, so only the target's
+        # place tells its shape
+        grey = (video[0].min(-1) == video[0].max(-1)) & (video[0].min(-1) >= synthetic.GREY_LEVELS[0])
+        assert grey.sum() > synthetic.object_size(56) ** 2 // 4
+        captions.add(caption)
+    # every colour, shape and motion occurs (the task is not a constant)
+    words = " ".join(captions)
+    assert all(w in words for w in (*synthetic.COLOURS, *synthetic.SHAPES, *synthetic.MOTIONS))
+    # the phase grids' clip shape decodes the same way
+    video, caption = synthetic.make_clip(np.random.default_rng(1), frames=8, image_size=224)
+    assert read_target(video) == caption
+
+
+def test_derangement_has_no_fixed_point():
+    gen = torch.Generator().manual_seed(0)
+    for n in [2, 3, 4, 5, 7, 16, 31, 32, 33, 255, 256, 257]:
+        for _ in range(20):
+            p = derangement(n, gen)
+            assert sorted(p.tolist()) == list(range(n))  # a permutation
+            assert (p != torch.arange(n)).all(), (n, p)
+    a = derangement(64, torch.Generator().manual_seed(7))
+    assert torch.equal(a, derangement(64, torch.Generator().manual_seed(7)))  # fixed by its seed
+    with pytest.raises(ValueError):
+        derangement(1, gen)
+
+
+def test_shuffled_eval_batches_pair_every_caption_with_another_clips_frames():
+    cfg = tiny_cfg(eval_size=9)  # 9 rows in batches of 4: a last batch of one row
+    data = load_data(cfg)
+    perm = derangement(len(data.eval), torch.Generator().manual_seed(0))
+    true = list(eval_batches(data.eval, 4))
+    shuf = list(eval_batches(data.eval, 4, frames_from=perm))
+    assert [len(b["frames"]) for b in shuf] == [4, 4, 1]
+    frames = torch.cat([b["frames"] for b in true])
+    got = torch.cat([b["frames"] for b in shuf])
+    assert torch.equal(got, frames[perm])
+    assert all(not torch.equal(got[i], frames[i]) for i in range(len(frames)))
+    assert torch.equal(torch.cat([b["labels"] for b in shuf]), torch.cat([b["labels"] for b in true]))
 
 
 def test_caption_encoding_masks_everything_but_the_caption():
     tok = word_level_tokenizer(synthetic.vocabulary())
-    ids, mask, labels = encode_caption(tok, "red circle top moves left", text_len=10)
-    assert ids[0] == tok.bos_token_id and ids[6] == tok.eos_token_id
-    assert mask.tolist() == [1] * 7 + [0] * 3
-    assert labels[0] == -100 and (labels[7:] == -100).all()
-    assert labels[1:7].tolist() == ids[1:7].tolist()
-    assert tok.decode(ids[1:6]) == "red circle top moves left"
+    ids, mask, labels = encode_caption(tok, "red circle moves left", text_len=10)
+    assert ids[0] == tok.bos_token_id and ids[5] == tok.eos_token_id
+    assert mask.tolist() == [1] * 6 + [0] * 4
+    assert labels[0] == -100 and (labels[6:] == -100).all()
+    assert labels[1:6].tolist() == ids[1:6].tolist()
+    assert tok.decode(ids[1:5]) == "red circle moves left"
     # too long: truncated, EOS kept
     ids, _, _ = encode_caption(tok, " ".join(["red"] * 30), text_len=10)
     assert len(ids) == 10 and ids[-1] == tok.eos_token_id

@@ -17,7 +17,8 @@ from trainables import checkpoint as ckpt
 REQUIRED_METRICS = {
     "variant", "config_id", "step", "samples", "tokens", "train_loss", "eval_loss", "eval_loss_se", "lr",
     "n_params", "n_params_llm", "n_params_vision", "flops", "samples_per_s", "tflops", "mfu",
-    "peak_gpu_mem_gib", "host_rss_gib", "milestone",
+    "peak_gpu_mem_gib", "host_rss_gib", "milestone", "eval_loss_shuffled_frames", "eval_loss_shuffled_frames_se",
+    "eval_vision_gap", "eval_vision_gap_se",
 }
 
 
@@ -63,13 +64,14 @@ def short_trial(variant="baseline", steps=30, **kw):
     return trial
 
 
-def test_trial_learns_to_look_reports_metrics_and_checkpoints(ray_session, tmp_path):
-    """The smoke grid's longest baseline trial: vision must matter after training (true frames
-    beat frames shuffled across clips), every listed metric is reported, checkpoints hold it all."""
+@pytest.mark.parametrize("variant", ["baseline", "foveated"])
+def test_trial_learns_to_look_reports_metrics_and_checkpoints(ray_session, tmp_path, variant):
+    """The smoke grid's longest trial of each arm: vision must matter after training (true frames
+    beat another clip's frames), every listed metric is reported, checkpoints hold it all."""
     longest = max(GRIDS["smoke"].steps)
-    (trial,) = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[longest],
+    (trial,) = expand("smoke", configs=["T1-T1"], variants=[variant], steps=[longest],
                       overrides={"milestones": [longest // 2]})
-    (result,) = run([trial], tmp_path, "vision")
+    (result,) = run([trial], tmp_path, f"vision-{variant}")
     assert result.error is None, result.error
     rows = history(result)
     assert [r["step"] for r in rows] == [longest // 2, longest]
@@ -79,7 +81,8 @@ def test_trial_learns_to_look_reports_metrics_and_checkpoints(ray_session, tmp_p
     assert last["flops"] == pytest.approx(last["flops_per_sample"] * last["samples"])
     assert rows[0]["eval_loss"] > last["eval_loss"]
     gap = last["eval_loss_shuffled_frames"] - last["eval_loss"]
-    assert gap > 0.1 and gap > 10 * last["eval_loss_se"], (last["eval_loss"], last["eval_loss_shuffled_frames"])
+    assert gap == pytest.approx(last["eval_vision_gap"])
+    assert gap > 0.1 and gap > 5 * last["eval_vision_gap_se"], (last["eval_loss"], last["eval_loss_shuffled_frames"])
     with result.checkpoint.as_directory() as d:
         files = set(os.listdir(d))
         assert {"ds", "trainer_state.pt", "trial_config.json", "deepspeed_config.json"} <= files

@@ -19,11 +19,12 @@ import torch
 
 from search_spaces.trial import TrialConfig
 from trainables import checkpoint as ckpt
-from trainables.data.pipeline import eval_batches, load_data, normalise_frames, train_loader
+from trainables.data.pipeline import derangement, eval_batches, load_data, normalise_frames, train_loader
 from trainables.hot_loop import DevicePrefetcher, NonFiniteWatch
 from trainables.metrics import ThroughputMeter, memory_metrics
 
 EVAL_BATCH = 32
+EVAL_SHUFFLE_SEED = 1234  # the shuffled-frames pairing: the same for every trial
 FINITE_CHECK_EVERY = 10  # steps between non-blocking loss-finiteness polls (hot_loop.NonFiniteWatch)
 
 
@@ -82,27 +83,43 @@ def _to_device(batch: dict, device, dtype) -> dict:
 
 
 @torch.no_grad()
-def evaluate(engine, eval_set, dtype, shuffle_frames: bool = False) -> tuple[float, float]:
+def _eval_pass(engine, eval_set, dtype, frames_from: torch.Tensor | None = None) -> list[tuple[float, int]]:
+    """(caption loss sum, caption tokens) per eval batch, in order."""
+    engine.eval()
+    out = []
+    for batch in eval_batches(eval_set, EVAL_BATCH, frames_from=frames_from):
+        res = engine(**_to_device(batch, engine.device, dtype))
+        out.append((float(res["loss_sum"]), int(res["n_tokens"])))
+    engine.train()
+    return out
+
+
+def _se(values: list[float]) -> float:
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def evaluate(engine, eval_set, dtype, shuffle_frames: bool = True) -> dict[str, float]:
     """Mean caption loss over the held-out split and its standard error over eval batches.
 
-    shuffle_frames pairs each caption with another clip's frames (a fixed permutation):
-    the gap to the true-frame loss is how much the model actually uses vision.
+    With shuffle_frames, also the loss with every caption paired with another clip's frames
+    (a derangement of the whole split, fixed by EVAL_SHUFFLE_SEED, so no clip keeps its own
+    and every run is scored on the same pairs) and the vision gap, shuffled - true; the gap's
+    standard error is over the per-batch paired differences (same captions in both passes).
     """
-    engine.eval()
-    device = engine.device
-    sums, counts, means = 0.0, 0, []
-    gen = torch.Generator().manual_seed(1234)
-    for batch in eval_batches(eval_set, EVAL_BATCH):
-        if shuffle_frames:
-            perm = torch.randperm(batch["frames"].shape[0], generator=gen)
-            batch["frames"] = batch["frames"][perm.roll(1)]  # roll: no clip keeps its own frames
-        out = engine(**_to_device(batch, device, dtype))
-        s, n = float(out["loss_sum"]), int(out["n_tokens"])
-        sums, counts = sums + s, counts + n
-        means.append(s / max(n, 1))
-    engine.train()
-    se = float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else float("nan")
-    return sums / max(counts, 1), se
+    true = _eval_pass(engine, eval_set, dtype)
+    sums, counts = sum(s for s, _ in true), sum(n for _, n in true)
+    means = [s / max(n, 1) for s, n in true]
+    out = {"eval_loss": sums / max(counts, 1), "eval_loss_se": _se(means)}
+    if shuffle_frames and len(eval_set) >= 2:
+        perm = derangement(len(eval_set), torch.Generator().manual_seed(EVAL_SHUFFLE_SEED))
+        shuf = _eval_pass(engine, eval_set, dtype, perm)
+        s_sums, s_counts = sum(s for s, _ in shuf), sum(n for _, n in shuf)
+        s_means = [s / max(n, 1) for s, n in shuf]
+        out["eval_loss_shuffled_frames"] = s_sums / max(s_counts, 1)
+        out["eval_loss_shuffled_frames_se"] = _se(s_means)
+        out["eval_vision_gap"] = out["eval_loss_shuffled_frames"] - out["eval_loss"]
+        out["eval_vision_gap_se"] = _se([b - a for a, b in zip(means, s_means)])
+    return out
 
 
 def _trial_storage() -> tuple:
@@ -228,9 +245,7 @@ def train_vlm(config: dict) -> None:
         loss_sum.zero_()
         loss_n = 0
         if is_milestone:
-            metrics["eval_loss"], metrics["eval_loss_se"] = evaluate(engine, data.eval, dtype)
-            if step == cfg.steps:
-                metrics["eval_loss_shuffled_frames"], _ = evaluate(engine, data.eval, dtype, shuffle_frames=True)
+            metrics.update(evaluate(engine, data.eval, dtype))  # true and deranged frames
         state["history"].append(metrics)
         state["data"] = cursor.state_dict()
         with tempfile.TemporaryDirectory(prefix="vlm-ckpt-") as tmp:

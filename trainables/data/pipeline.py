@@ -224,9 +224,44 @@ def train_loader(ds: ClipDataset, cfg: TrialConfig, state: dict | None = None, w
     return cursor, _loader(ds, loader_workers() if workers is None else workers, batch_sampler=cursor)
 
 
-def eval_batches(ds: ClipDataset, batch_size: int, workers: int | None = None):
-    """The whole eval split in order (its rows ascending: parquet groups are read once)."""
-    yield from _loader(ds, loader_workers() if workers is None else workers, batch_size=batch_size, shuffle=False)
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation of range(n) with no fixed point: out[i] != i for every i.
+
+    Walk the rows in a random order and hand each one the next row's index (the last gets
+    the first's): one n-cycle, so no row is mapped to itself. Needs n >= 2.
+    """
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 elements, got {n}")
+    order = torch.randperm(n, generator=generator)
+    out = torch.empty(n, dtype=torch.long)
+    out[order] = order.roll(-1)
+    return out
+
+
+class _FramesFrom(torch.utils.data.Dataset):
+    """Row i of `ds` with its frames taken from row frames_from[i] (caption and labels stay
+    row i's); a row whose own or donor frames fail is a bad row."""
+
+    def __init__(self, ds: "ClipDataset", frames_from: torch.Tensor):
+        self.ds, self.frames_from, self.name = ds, frames_from, ds.name
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict:
+        item, donor = self.ds[i], self.ds[int(self.frames_from[i])]
+        if "bad_row" in item or "bad_row" in donor:
+            return item if "bad_row" in item else donor
+        item["frames"] = donor["frames"]
+        return item
+
+
+def eval_batches(ds: ClipDataset, batch_size: int, workers: int | None = None,
+                 frames_from: torch.Tensor | None = None):
+    """The whole eval split in order (its rows ascending: parquet groups are read once);
+    with frames_from, every row paired with another row's frames (see `_FramesFrom`)."""
+    source = ds if frames_from is None else _FramesFrom(ds, frames_from)
+    yield from _loader(source, loader_workers() if workers is None else workers, batch_size=batch_size, shuffle=False)
 
 
 # -- sources --------------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 """The embedded, offline clip-caption data set.
 
-Each clip shows one or two small coloured shapes on a noisy dark background over T frames;
-each shape starts in one of nine places and moves (or stays) in one direction. The caption
-says what only looking can tell: colour, shape, where it starts and how it moves, e.g.
-"red circle top left moves right and blue square center stays". A language model without
-the frames can learn the grammar but must guess every content word, so caption loss with
-the true frames must end clearly below the loss with frames shuffled across clips.
+Each clip is T frames of dark noise with one coloured *target* shape among grey distractor
+shapes of the same kinds and size. The target starts anywhere and moves in a straight line
+(left, right, up or down) or stays; the distractors stand still. The caption names the
+target's colour, its shape and how it moves, e.g. "red circle moves left" or
+"blue cross stays". Only the frames tell: the colour is in the target's pixels alone, its
+shape is legible only at its place (an average over the frame mixes in the distractors,
+which take any shape), and its motion needs that place in several frames (a one-frame clip
+always "stays"). One glimpse per frame at the target is enough,
+which is what the foveated model gets; a language model without the frames learns the
+grammar but must guess every content word, so caption loss with the true frames must end
+clearly below the loss with another clip's frames.
 
 Clip i is generated from its own RNG seeded by (seed, split, i): the set is deterministic and
 any clip can be regenerated alone. Nothing is stored: `SyntheticClips` computes clip i when it
@@ -15,28 +20,29 @@ from __future__ import annotations
 
 import numpy as np
 
+# Saturated target colours; distractors are grey (equal channels), so no pixel of a
+# distractor or of the noise can ever match a target colour.
 COLOURS = {
     "red": (230, 40, 40),
     "green": (40, 200, 60),
     "blue": (50, 90, 240),
     "yellow": (240, 220, 40),
     "purple": (170, 60, 210),
-    "white": (245, 245, 245),
+    "cyan": (40, 210, 220),
 }
 SHAPES = ("square", "circle", "triangle", "cross")
-PLACES = {  # name -> (row, col) in a 3x3 layout
-    "top left": (0, 0), "top": (0, 1), "top right": (0, 2),
-    "left": (1, 0), "center": (1, 1), "right": (1, 2),
-    "bottom left": (2, 0), "bottom": (2, 1), "bottom right": (2, 2),
-}
 MOTIONS = {"moves left": (0, -1), "moves right": (0, 1), "moves up": (-1, 0), "moves down": (1, 0), "stays": (0, 0)}
-GRAMMAR_WORDS = ("and",)
+N_DISTRACTORS = 2
+GREY_LEVELS = (90, 130)  # distractor brightness range: well above the noise, no hue
+NOISE_SHIFT = 2  # background noise: random bytes >> 2, i.e. 0..63 (bytes: 3x faster than integers)
+OBJECT_FRACTION = 3 / 8  # object side / frame side: 21 px at 56 (1.5 patches of 14 px)
+TRAVEL_FRACTION = 0.5  # a moving target crosses this share of the free span over the clip
 
 
 def vocabulary() -> list[str]:
     """Every word a synthetic caption can contain (fixed order: the tokenizer depends on it)."""
     words: list[str] = []
-    for phrase in (*COLOURS, *SHAPES, *PLACES, *MOTIONS, *GRAMMAR_WORDS):
+    for phrase in (*COLOURS, *SHAPES, *MOTIONS):
         for w in phrase.split():
             if w not in words:
                 words.append(w)
@@ -58,33 +64,39 @@ def _shape_mask(shape: str, size: int) -> np.ndarray:
     raise ValueError(shape)
 
 
+def object_size(image_size: int) -> int:
+    return max(6, round(image_size * OBJECT_FRACTION))
+
+
+def target_track(rng: np.random.Generator, motion: str, frames: int, image_size: int) -> list[tuple[int, int]]:
+    """Top-left (y, x) of the target in each frame: a straight line that stays in view."""
+    free = image_size - object_size(image_size)  # top-left coordinates range over [0, free]
+    dy, dx = MOTIONS[motion]
+    travel = round(free * TRAVEL_FRACTION) if (dy or dx) else 0
+    # start where the whole track fits: along the motion only the first (free - travel) + 1 places
+    y0 = int(rng.integers(0, free - travel * abs(dy) + 1)) + (travel if dy < 0 else 0)
+    x0 = int(rng.integers(0, free - travel * abs(dx) + 1)) + (travel if dx < 0 else 0)
+    steps = max(1, frames - 1)
+    return [(y0 + round(dy * travel * t / steps), x0 + round(dx * travel * t / steps)) for t in range(frames)]
+
+
 def make_clip(rng: np.random.Generator, frames: int, image_size: int) -> tuple[np.ndarray, str]:
-    """One clip (T, H, W, 3) uint8 and its caption."""
-    s = image_size
-    video = rng.integers(0, 40, size=(frames, s, s, 3), dtype=np.uint8)  # dark noise
-    obj = max(4, s // 5)
-    n_objects = int(rng.integers(1, 3))
-    # distinct places so two objects never start on top of each other
-    place_names = rng.choice(list(PLACES), size=n_objects, replace=False)
-    parts = []
-    for place in place_names:
-        colour = str(rng.choice(list(COLOURS)))
-        shape = str(rng.choice(SHAPES))
-        motion = str(rng.choice(list(MOTIONS)))
-        row, col = PLACES[str(place)]
-        cell = s / 3
-        y0 = cell * row + (cell - obj) / 2
-        x0 = cell * col + (cell - obj) / 2
-        dy, dx = MOTIONS[motion]
-        # travel at most a third of the frame over the clip, so the object stays in view
-        speed = (s / 3) / max(1, frames - 1)
-        mask = _shape_mask(shape, obj)
-        for t in range(frames):
-            y = int(round(np.clip(y0 + dy * speed * t, 0, s - obj)))
-            x = int(round(np.clip(x0 + dx * speed * t, 0, s - obj)))
-            video[t, y : y + obj, x : x + obj][mask] = COLOURS[colour]
-        parts.append(f"{colour} {shape} {place} {motion}")
-    return video, " and ".join(parts)
+    """One clip (T, H, W, 3) uint8 and its caption "<colour> <shape> <motion>"."""
+    s, obj = image_size, object_size(image_size)
+    video = (np.frombuffer(rng.bytes(frames * s * s * 3), np.uint8) >> NOISE_SHIFT).reshape(frames, s, s, 3)
+    colour = str(rng.choice(list(COLOURS)))
+    shape = str(rng.choice(SHAPES))
+    motion = str(rng.choice(list(MOTIONS))) if frames > 1 else "stays"  # one frame shows no motion
+    # distractors: grey, static, any shape (the target's included), drawn under the target
+    for _ in range(N_DISTRACTORS):
+        mask = _shape_mask(str(rng.choice(SHAPES)), obj)
+        grey = int(rng.integers(*GREY_LEVELS))
+        y, x = (int(v) for v in rng.integers(0, s - obj + 1, size=2))
+        video[:, y : y + obj, x : x + obj][:, mask] = grey
+    mask = _shape_mask(shape, obj)
+    for t, (y, x) in enumerate(target_track(rng, motion, frames, s)):
+        video[t, y : y + obj, x : x + obj][mask] = COLOURS[colour]
+    return video, f"{colour} {shape} {motion}"
 
 
 def _clip_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
