@@ -184,7 +184,7 @@ def test_sweep_updates_live_plot_writes_tensorboard_and_resumes_it(tmp_path, mon
 
     monkeypatch.setenv("FOVEATED_SCALING_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    argv = ["--grid", "smoke", "--configs", "T1-T1", "--steps", "24", "--milestones", "8,16", "--no-fit",
+    argv = ["--grid", "smoke", "--configs", "T1-T1", "--steps", "24", "--seeds", "1", "--milestones", "8,16", "--no-fit",
             "--storage-path", str(tmp_path / "res"), "--name", "live", "--plot-interval", "0",
             "--max-concurrent", "1", "--cpus-per-trial", "1"]
     exp = tmp_path / "res" / "live"
