@@ -107,7 +107,9 @@ class Recorder(Callback):
     new experiment checkpoint (its experiment_state file changed in the driver's staging
     directory), hash the staged state files, which Ray uploads to `exp_dir` unchanged."""
 
-    def __init__(self, exp_dir: str, min_interval_s: float = 0.2):
+    def __init__(self, exp_dir: str, min_interval_s: float = 0.0):
+        """min_interval_s: 0 checks after every controller step (a few stat calls), so a driver
+        killed right after Ray wrote its state almost never leaves the record behind."""
         self.exp_dir = exp_dir
         self.min_interval_s = min_interval_s
         self._seen: dict[str, tuple] = {}
