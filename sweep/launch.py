@@ -41,7 +41,7 @@ def longest_first(trials):
 
 # A trial's directory (and display) name. Ray pickles its name creators into the experiment
 # state, so they are str.format bound methods (builtins, pickled by value): the experiment
-# stays readable by plain Ray without this project (tests/test_portable.py). WSD experiments
+# stays readable by plain Ray without this project (tests/test_integrity.py). WSD experiments
 # add the phase (sweep.wsd.DIRNAME, which the searcher also uses to find fork checkpoints).
 COSINE_DIRNAME = "{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][steps]}_s{0.config[trial][seed]}_{0.trial_id}"
 
@@ -53,9 +53,8 @@ def portable_pickles() -> None:
     import ray.cloudpickle
 
     import sweep.callbacks
-    import sweep.wsd
-
     import sweep.integrity
+    import sweep.wsd
 
     for module in (sweep.callbacks, sweep.integrity, sweep.wsd):
         ray.cloudpickle.register_pickle_by_value(module)
