@@ -7,11 +7,13 @@ driver records the SHA-256 of every such file in study.json ("sha256"):
 
 * at launch, once the Tuner has written tuner.pkl;
 * while the experiment runs, each time Ray writes a new experiment checkpoint: `Recorder`
-  (a Tune callback) hashes the driver's staging copies, which Ray then uploads unchanged;
+  (a Tune callback) hashes the driver's staging copies, which Ray uploads unchanged but later
+  (each file keeps the hashes from its storage copy to the newest staged one);
 * when the run ends or is interrupted (the final state Ray left on storage).
 
-Before `Tuner.restore`, `verify` compares the directory with that record: a changed, missing or
-unrecorded state file is refused (one line, exit 2) before anything is unpickled. The trust
+Before `Tuner.restore`, `problems` compares the directory with that record: a state file whose
+content this tool's driver never produced (changed, or unrecorded) is refused (one line, exit
+2) before anything is unpickled. A missing file is not (it runs nothing). The trust
 model (README): study.json itself must be as trustworthy as the storage it describes; this
 detects files changed behind the tool's back (another user of a shared NFS / bucket, a copy
 from elsewhere), it does not protect against someone who can rewrite study.json as well.
@@ -36,6 +38,7 @@ MANIFEST = "study.json"
 STATE_PATTERNS = ("tuner.pkl", "*.pkl", "experiment_state-*.json", "basic-variant-state-*.json",
                   "search_gen_state-*.json")
 SKIP_DIRS = ("analysis",)
+KEEP = 4  # default of accept(); the Recorder keeps every staged hash until storage catches up
 
 
 def state_files(root: str) -> list[str]:
@@ -65,8 +68,9 @@ def hashes(root: str) -> dict[str, str]:
     return {rel: sha256(os.path.join(root, rel)) for rel in state_files(root)}
 
 
-def write_record(exp_dir: str, record: dict[str, str]) -> None:
-    """Store `record` as study.json's "sha256" (atomically: a reader never sees half a file)."""
+def write_record(exp_dir: str, record: dict[str, list[str]]) -> None:
+    """Store `record` ({path: accepted hashes, newest last}) as study.json's "sha256" (atomically:
+    a reader never sees half a file)."""
     path = os.path.join(exp_dir, MANIFEST)
     with open(path) as f:
         doc = json.load(f)
@@ -77,12 +81,18 @@ def write_record(exp_dir: str, record: dict[str, str]) -> None:
     os.replace(tmp, path)
 
 
+def accept(record: dict[str, list[str]], rel: str, digest: str, keep: int | None = KEEP) -> None:
+    """Add `digest` as the newest accepted content of `rel` (keeping the last `keep`; None: all)."""
+    kept = [h for h in record.get(rel, []) if h != digest] + [digest]
+    record[rel] = kept[-keep:] if keep else kept
+
+
 def record(exp_dir: str) -> None:
-    """Hash what is on storage now (launch, end of run) and store it."""
-    write_record(exp_dir, hashes(exp_dir))
+    """Hash what is on storage now (launch, end of run, after a verified restore) and store it."""
+    write_record(exp_dir, {rel: [digest] for rel, digest in hashes(exp_dir).items()})
 
 
-def read_record(exp_dir: str) -> dict[str, str] | None:
+def read_record(exp_dir: str) -> dict[str, list[str]] | None:
     try:
         with open(os.path.join(exp_dir, MANIFEST)) as f:
             return json.load(f).get("sha256")
@@ -96,44 +106,59 @@ def problems(exp_dir: str) -> list[str]:
     if saved is None:
         return ["study.json has no SHA-256 record of the experiment state"]
     now = state_files(exp_dir)
-    out = [f"{rel} is missing" for rel in sorted(set(saved) - set(now))]
-    out += [f"{rel} is not one this tool wrote" for rel in now if rel not in saved]
-    out += [f"{rel} changed" for rel in now if rel in saved and sha256(os.path.join(exp_dir, rel)) != saved[rel]]
+    out = [f"{rel} is not one this tool wrote" for rel in now if rel not in saved]
+    out += [f"{rel} changed" for rel in now if rel in saved and sha256(os.path.join(exp_dir, rel)) not in saved[rel]]
     return out
 
 
 class Recorder(Callback):
-    """Keeps study.json's record current while Tune runs: after each controller step that wrote a
-    new experiment checkpoint (its experiment_state file changed in the driver's staging
-    directory), hash the staged state files, which Ray uploads to `exp_dir` unchanged."""
+    """Keeps study.json's record current while Tune runs. After each controller step:
 
-    def __init__(self, exp_dir: str, min_interval_s: float = 0.0):
-        """min_interval_s: 0 checks after every controller step (a few stat calls), so a driver
-        killed right after Ray wrote its state almost never leaves the record behind."""
+    * a state file that changed in the driver's staging directory (Ray's new experiment
+      checkpoint, a trial's params.pkl / error.pkl) gets its hash accepted: Ray uploads that
+      copy unchanged, in the background and possibly minutes later;
+    * a state file that changed on storage with a hash already accepted marks the upload: older
+      hashes of that file are dropped (storage never goes back to them), so the list holds the
+      storage copy plus the staged versions not uploaded yet. A storage change with an unknown
+      hash (a half-copied file, or someone else's) is never accepted."""
+
+    def __init__(self, exp_dir: str):
         self.exp_dir = exp_dir
-        self.min_interval_s = min_interval_s
-        self._seen: dict[str, tuple] = {}
-        self._last = 0.0
+        self._staged: dict[str, tuple] = {}
+        self._stored: dict[str, tuple] = {}
 
     def __getstate__(self):
-        return {"exp_dir": self.exp_dir, "min_interval_s": self.min_interval_s}
+        return {"exp_dir": self.exp_dir}
 
     def __setstate__(self, state):
         self.__init__(**state)
 
     def on_step_end(self, iteration, trials, **info):
-        now = time.monotonic()
-        if not trials or now - self._last < self.min_interval_s:
+        if not trials:
             return
-        self._last = now
         staging = trials[0].storage.experiment_driver_staging_path
-        stamps = {}
-        for rel in state_files(staging):
-            st = os.stat(os.path.join(staging, rel))
-            stamps[rel] = (st.st_mtime_ns, st.st_size)
-        if stamps == self._seen:
+        staged, stored = _stamps(staging), _stamps(self.exp_dir)
+        if staged == self._staged and stored == self._stored:
             return
         record = read_record(self.exp_dir) or {}
-        record.update({rel: sha256(os.path.join(staging, rel)) for rel in stamps if stamps[rel] != self._seen.get(rel)})
+        for rel in staged:
+            if staged[rel] != self._staged.get(rel):
+                accept(record, rel, sha256(os.path.join(staging, rel)), keep=None)
+        for rel in stored:
+            if stored[rel] != self._stored.get(rel) and rel in record:
+                digest = sha256(os.path.join(self.exp_dir, rel))
+                if digest in record[rel]:
+                    record[rel] = record[rel][record[rel].index(digest):]
         write_record(self.exp_dir, record)
-        self._seen = stamps
+        self._staged, self._stored = staged, stored
+
+
+def _stamps(root: str) -> dict[str, tuple]:
+    out = {}
+    for rel in state_files(root):
+        try:
+            st = os.stat(os.path.join(root, rel))
+        except FileNotFoundError:  # replaced between listing and stat
+            continue
+        out[rel] = (st.st_mtime_ns, st.st_size)
+    return out

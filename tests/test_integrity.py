@@ -143,7 +143,7 @@ def test_a_tampered_tuner_pkl_is_refused_on_resume_and_its_payload_never_runs(ex
     assert marker.is_dir()
 
 
-def test_an_unrecorded_or_missing_state_file_is_refused(experiment, tmp_path):
+def test_an_unrecorded_or_changed_state_file_is_refused(experiment, tmp_path):
     exp = copy_of(experiment, tmp_path)
     (exp / "experiment_state-2099-01-01_00-00-00.json").write_text("{}")  # Ray would load the newest
     proc = resume(exp)
@@ -151,9 +151,9 @@ def test_an_unrecorded_or_missing_state_file_is_refused(experiment, tmp_path):
     assert "experiment_state-2099-01-01_00-00-00.json is not one this tool wrote" in proc.stderr
     (exp / "experiment_state-2099-01-01_00-00-00.json").unlink()
     (params,) = exp.glob("*/params.pkl")
-    params.unlink()
+    params.write_bytes(params.read_bytes() + b"\n")
     proc = resume(exp)
-    assert proc.returncode == 2 and f"{params.parent.name}/params.pkl is missing" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and f"{params.parent.name}/params.pkl changed" in proc.stderr, proc.stderr
 
 
 def test_record_and_problems_on_a_directory(tmp_path):
@@ -173,3 +173,12 @@ def test_record_and_problems_on_a_directory(tmp_path):
     assert integrity.problems(str(tmp_path)) == []
     (tmp_path / "t1" / "params.pkl").write_bytes(b"c")
     assert integrity.problems(str(tmp_path)) == ["t1/params.pkl changed"]
+    # the driver's newer copies (storage may lag them): every one of the last KEEP is accepted
+    rec = integrity.read_record(str(tmp_path))
+    for content in (b"c", b"d", b"e", b"f"):
+        integrity.accept(rec, "t1/params.pkl", integrity.hashlib.sha256(content).hexdigest())
+    integrity.write_record(str(tmp_path), rec)
+    assert integrity.problems(str(tmp_path)) == [] and len(rec["t1/params.pkl"]) == integrity.KEEP
+    (tmp_path / "t1" / "params.pkl").unlink()  # a missing file runs nothing: not refused
+    (tmp_path / "t1" / "error.pkl").write_bytes(b"x")
+    assert integrity.problems(str(tmp_path)) == ["t1/error.pkl is not one this tool wrote"]
