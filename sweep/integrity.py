@@ -71,10 +71,14 @@ def hashes(root: str) -> dict[str, str]:
 def write_record(exp_dir: str, record: dict[str, list[str]]) -> None:
     """Store `record` ({path: accepted hashes, newest last}) as study.json's "sha256" (atomically:
     a reader never sees half a file)."""
-    path = os.path.join(exp_dir, MANIFEST)
-    with open(path) as f:
-        doc = json.load(f)
-    doc["sha256"] = dict(sorted(record.items()))
+    _write_record(os.path.join(exp_dir, MANIFEST), record)
+
+
+def _write_record(path: str, record: dict[str, list[str]], doc: dict | None = None) -> None:
+    if doc is None:
+        with open(path) as f:
+            doc = json.load(f)
+    doc = {**doc, "sha256": dict(sorted(record.items()))}
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=1)
@@ -126,6 +130,9 @@ class Recorder(Callback):
         self.exp_dir = exp_dir
         self._staged: dict[str, tuple] = {}
         self._stored: dict[str, tuple] = {}
+        # study.json as read once, at the first step: Ray's uploads rewrite the storage copy
+        # (not atomically) from the staging copy, so it is never read back while Tune runs
+        self._doc: dict | None = None
 
     def __getstate__(self):
         return {"exp_dir": self.exp_dir}
@@ -136,29 +143,54 @@ class Recorder(Callback):
     def on_step_end(self, iteration, trials, **info):
         if not trials:
             return
-        staging = trials[0].storage.experiment_driver_staging_path
-        staged, stored = _stamps(staging), _stamps(self.exp_dir)
+        dirs = staging_dirs(trials)
+        staged = {key: stamp for d in dirs for key, stamp in _stamps(d, tag=d).items()}
+        stored = _stamps(self.exp_dir)
         if staged == self._staged and stored == self._stored:
             return
-        record = read_record(self.exp_dir) or {}
-        for rel in staged:
-            if staged[rel] != self._staged.get(rel):
-                accept(record, rel, sha256(os.path.join(staging, rel)), keep=None)
-        for rel in stored:
-            if stored[rel] != self._stored.get(rel) and rel in record:
+        if self._doc is None:
+            try:
+                with open(os.path.join(self.exp_dir, MANIFEST)) as f:
+                    self._doc = json.load(f)
+            except (OSError, ValueError):  # mid-upload: try again next step
+                return
+        record = self._doc.setdefault("sha256", {})
+        for (d, rel), stamp in staged.items():
+            if stamp != self._staged.get((d, rel)):
+                accept(record, rel, sha256(os.path.join(d, rel)), keep=None)
+        for rel, stamp in stored.items():
+            if stamp != self._stored.get(rel) and rel in record:
                 digest = sha256(os.path.join(self.exp_dir, rel))
                 if digest in record[rel]:
                     record[rel] = record[rel][record[rel].index(digest):]
-        write_record(self.exp_dir, record)
+        _write_record(os.path.join(self.exp_dir, MANIFEST), record, self._doc)
+        # A restored experiment's staging directory holds the copy of study.json that Ray
+        # downloaded with its state, and Ray's uploads would put that stale copy back on storage
+        for d in dirs:
+            if os.path.exists(os.path.join(d, MANIFEST)):
+                _write_record(os.path.join(d, MANIFEST), record, self._doc)
         self._staged, self._stored = staged, stored
 
 
-def _stamps(root: str) -> dict[str, tuple]:
+def staging_dirs(trials) -> list[str]:
+    """The driver's staging directories of this experiment in this Ray session. A restored trial
+    keeps its first session's timestamp (Ray copies its storage context), so its files and the
+    controller's experiment state are staged under different `artifacts/<timestamp>/` folders."""
+    import glob
+
+    first = trials[0].storage
+    artifacts = os.path.dirname(os.path.dirname(os.path.dirname(first.experiment_driver_staging_path)))
+    return sorted(glob.glob(os.path.join(glob.escape(artifacts), "*", glob.escape(first.experiment_dir_name),
+                                         "driver_artifacts")))
+
+
+def _stamps(root: str, tag: str | None = None) -> dict:
+    """{rel (or (tag, rel)): (mtime, size)} of root's state files."""
     out = {}
     for rel in state_files(root):
         try:
             st = os.stat(os.path.join(root, rel))
         except FileNotFoundError:  # replaced between listing and stat
             continue
-        out[rel] = (st.st_mtime_ns, st.st_size)
+        out[rel if tag is None else (tag, rel)] = (st.st_mtime_ns, st.st_size)
     return out
