@@ -17,14 +17,20 @@ import sys
 
 from search_spaces.grids import GRIDS, expand, get_grid
 from search_spaces.sizes import ConfigError
+from sweep.options import ABSURD_GPU_HOURS, SweepOptions
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> SweepOptions:
+    """The validated options (ConfigError on a bad value; argparse itself exits 2 on syntax)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default="smoke", help="named grid (see --list-grids); default: smoke")
     p.add_argument("--list-grids", action="store_true", help="print the grids and exit")
     p.add_argument("--name", help="experiment name (default: the grid's name)")
     p.add_argument("--storage-path", default="ray_results", help="Ray storage path: a directory or s3:// / gs:// URI")
     p.add_argument("--resume", action="store_true", help="require an existing experiment and continue it")
+    p.add_argument("--trust-storage", action="store_true", help="resume even though the experiment's state "
+                   "files differ from the SHA-256 record in its study.json (see README: shared storage)")
+    p.add_argument("--yes", action="store_true", help=f"launch even when the plan exceeds "
+                   f"{ABSURD_GPU_HOURS:,.0f} GPU-hours")
     narrow = p.add_argument_group("narrow or change the grid")
     narrow.add_argument("--configs", help="comma-separated config ids, e.g. S-S,M-S")
     narrow.add_argument("--variants", help="comma-separated: foveated,baseline")
@@ -34,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     narrow.add_argument("--image-column")
     narrow.add_argument("--frames-column")
     narrow.add_argument("--text-column")
-    narrow.add_argument("--seed", type=int)
+    narrow.add_argument("--seed", type=int, help="first model-init / data-order seed (default 0)")
+    narrow.add_argument("--seeds", type=int, help="replicates of every (variant, config, steps) cell, seeds "
+                        "seed .. seed+K-1, the same for both variants (default: smoke 2, phase grids 1)")
     narrow.add_argument("--schedule", choices=("cosine", "wsd"), default="cosine",
                         help="cosine: one trial per step count; wsd: one stable run per (variant, config) "
                         "+ a cooldown trial per step count forked from its checkpoints (default cosine)")
@@ -84,44 +92,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     lr.add_argument("--lr-min", type=float, default=1e-4, help="lower end of the log-uniform lr range")
     lr.add_argument("--lr-max", type=float, default=1e-2, help="upper end of the log-uniform lr range")
     lr.add_argument("--lr-from", metavar="FILE", help="train the grid with the learning rates in a best_lr.json")
-    return p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return SweepOptions.from_namespace(p.parse_args(argv), argv)
 
 
-def _csv(value: str | None, cast=str) -> list | None:
-    if not value:
-        return None
-    try:
-        return [cast(v.strip()) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"cannot parse {value!r} as a comma-separated list") from None
+def seed_count(args: SweepOptions) -> int:
+    return args.seeds if args.seeds is not None else get_grid(args.grid).seeds
 
 
-def build_trials(args: argparse.Namespace):
+def build_trials(args: SweepOptions):
     overrides = {k: v for k, v in {
         "init": args.init, "dataset": args.dataset, "image_column": args.image_column,
         "frames_column": args.frames_column, "text_column": args.text_column, "seed": args.seed,
     }.items() if v is not None}
-    if args.gpu_mem <= 0:
-        raise ConfigError(f"--gpu-mem must be positive, got {args.gpu_mem}")
     if args.deterministic:
         overrides["deterministic"] = True
-    trials = expand(args.grid, _csv(args.configs), _csv(args.variants), _csv(args.steps, int), overrides, args.gpu_mem)
-    milestones = _csv(args.milestones, int)
-    if milestones:
-        trials = [t.replace(milestones=tuple(m for m in milestones if m < t.steps)) for t in trials]
+    trials = expand(args.grid, args.configs, args.variants, args.steps, overrides, args.gpu_mem,
+                    seeds=seed_count(args))
+    if args.milestones:
+        trials = [t.replace(milestones=tuple(m for m in args.milestones if m < t.steps)) for t in trials]
     return trials
 
 
-def dry_run(args, trials) -> int:
-    from search_spaces.planner import dry_run_rows, dry_run_totals, format_table
-    from search_spaces.wsd import comparison_line, schedule_comparison, wsd_families
+def plan(args: SweepOptions, trials):
+    """(rows of the chosen schedule's trials, schedule comparison, its line or None)."""
+    from search_spaces.planner import dry_run_rows
+    from search_spaces.wsd import schedule_comparison, wsd_families
 
-    def plan(ts):
+    def rows_of(ts):
         return dry_run_rows(ts, gpu_mem_gib=args.gpu_mem, gpu_name=args.gpu_name, mfu_assumption=args.mfu)
 
-    rows = cosine_rows = plan(trials)
+    rows = cosine_rows = rows_of(trials)
     try:  # the table is the chosen schedule's trials; the last line compares both schedules' compute
-        wsd_rows = plan([t for f in wsd_families(trials, args.cooldown_frac, args.cooldown_shape) for t in f.trials()])
+        wsd_rows = rows_of([t for f in wsd_families(trials, args.cooldown_frac, args.cooldown_shape) for t in f.trials()])
         comparison, line = schedule_comparison(cosine_rows, wsd_rows, args.cooldown_frac), None
     except ConfigError as e:
         if args.schedule == "wsd":
@@ -129,6 +132,14 @@ def dry_run(args, trials) -> int:
         comparison, line = {"wsd_error": str(e)}, f"wsd: not applicable to this grid ({e})"
     if args.schedule == "wsd":
         rows = wsd_rows
+    return rows, comparison, line
+
+
+def dry_run(args: SweepOptions, trials) -> int:
+    from search_spaces.planner import dry_run_totals, format_table
+    from search_spaces.wsd import comparison_line
+
+    rows, comparison, line = plan(args, trials)
     totals = dry_run_totals(rows, args.gpu_mem, args.gpu_name)
     if args.format == "json":
         print(json.dumps({"grid": args.grid, "schedule": args.schedule, "trials": rows, "totals": totals,
@@ -139,17 +150,28 @@ def dry_run(args, trials) -> int:
     return 0
 
 
+def check_not_absurd(args: SweepOptions, trials) -> None:
+    """A launch planned above ABSURD_GPU_HOURS needs --yes (a typo in --steps can cost a fortune)."""
+    if args.yes:
+        return
+    rows, _, _ = plan(args, trials)
+    hours = sum(r["gpu_hours"] for r in rows)
+    if hours > ABSURD_GPU_HOURS:
+        raise ConfigError(f"this launch is planned at {hours:,.0f} {args.gpu_name} GPU-hours ({len(rows)} trials; "
+                          f"see --dry-run); add --yes to launch it anyway")
+
+
 def list_grids() -> int:
     for g in GRIDS.values():
-        n = len(g.variants) * len(g.configs) * len(g.steps)
-        print(f"{g.name:8s} {n:3d} trials  configs {','.join(g.configs)}  steps {','.join(map(str, g.steps))}  - {g.description}")
+        n = len(g.variants) * len(g.configs) * len(g.steps) * g.seeds
+        print(f"{g.name:8s} {n:3d} trials  configs {','.join(g.configs)}  steps {','.join(map(str, g.steps))}  "
+              f"seeds {g.seeds}  - {g.description}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the "resume with:" hint
     try:
+        args = parse_args(argv)
         if args.list_grids:
             return list_grids()
         get_grid(args.grid)
@@ -170,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             from sweep.lr_search import run_lr_search
 
             return run_lr_search(args, trials)
+        check_not_absurd(args, trials)
         from sweep.launch import run_sweep
 
         return run_sweep(args, trials)

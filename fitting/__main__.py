@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from fitting.errors import FitError
 
@@ -32,6 +34,17 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _check(a: argparse.Namespace) -> None:
     if a.bootstrap < 0:
         raise FitError("--bootstrap must be >= 0")
+    if a.out is not None and os.path.exists(a.out) and not os.path.isdir(a.out):
+        raise FitError(f"--out {a.out} is a file, not a directory")
+
+
+def _new_dirs(path: str | None) -> list[str]:
+    """The directories that writing to `path` would create (removed again if the fit fails)."""
+    out, p = [], os.path.abspath(path) if path else None
+    while p and not os.path.exists(p):
+        out.append(p)
+        p = os.path.dirname(p)
+    return out
 
 
 def main(argv=None) -> int:
@@ -39,6 +52,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from fitting.analysis import run_analysis, run_csv
 
+    created: list[str] = []
     try:
         if argv[:1] == ["csv"]:
             p = argparse.ArgumentParser(prog="python -m fitting csv", description="fit a CSV of points")
@@ -56,6 +70,7 @@ def main(argv=None) -> int:
             _check(a)
             if a.drop_top_loss < 0:
                 raise FitError("--drop-top-loss must be >= 0")
+            created = _new_dirs(a.out or str(Path(a.file).parent / f"{Path(a.file).stem}_analysis"))
             fits = run_csv(a.file, a.n, a.loss, a.d, a.c, a.group, a.out, a.bootstrap, a.seed, a.drop_top_loss,
                            a.run, a.lc_points)
         else:
@@ -66,8 +81,14 @@ def main(argv=None) -> int:
             _common(p)
             a = p.parse_args(argv)
             _check(a)
+            if not os.path.isdir(a.experiment_dir):
+                raise FitError(f"no experiment directory {a.experiment_dir}")
+            created = _new_dirs(a.out or os.path.join(a.experiment_dir, "analysis"))
             fits = run_analysis(a.experiment_dir, a.out, a.bootstrap, a.seed, a.lc_points)
     except FitError as e:
+        for d in created:  # a failed fit leaves no empty output directory behind
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
         print(f"error: {e}", file=sys.stderr)
         return 2
     ok = [f"{law}[{g}]" for law, per in fits["laws"].items() for g, r in per.items() if r["status"] == "ok"]

@@ -38,11 +38,14 @@ class Grid:
     settings: dict = field(default_factory=dict)
     variants: tuple[str, ...] = VARIANTS
     plan_batches: bool = True  # micro-batch / offload / checkpointing from the GPU planner
+    # replicates per (variant, config, steps) cell the CLI runs by default (--seeds overrides):
+    # seeds seed .. seed+K-1 drive model init and data order; the data set (dataset_seed) is shared
+    seeds: int = 1
 
 
 GRIDS: dict[str, Grid] = {
     "smoke": Grid("smoke", "offline CPU check: 3 tiny sizes x 2 variants x 3 step counts",
-                  ("T1-T1", "T1-T2", "T2-T2"), (150, 300, 600), SMOKE_SETTINGS, plan_batches=False),
+                  ("T1-T1", "T1-T2", "T2-T2"), (150, 300, 600), SMOKE_SETTINGS, plan_batches=False, seeds=2),
     "phase1": Grid("phase1", "core comparison at S-S (135M + dinov2-small)", ("S-S",), SEED_STEPS, PHASE_SETTINGS),
     "phase2": Grid("phase2", "LLM size scaling: M-S (360M + dinov2-small)", ("M-S",), SEED_STEPS, PHASE_SETTINGS),
     "phase3": Grid("phase3", "vision encoder scaling: S-B (135M + dinov2-base)", ("S-B",), SEED_STEPS, PHASE_SETTINGS),
@@ -67,8 +70,13 @@ def expand(
     steps: list[int] | None = None,
     overrides: dict | None = None,
     gpu_mem_gib: float = 24.0,
+    seeds: int = 1,
 ) -> list[TrialConfig]:
-    """The grid's trials (variant-major, then config, then steps), narrowed and overridden."""
+    """The grid's trials (variant-major, then config, then steps, then seed), narrowed and
+    overridden. seeds: replicates per cell, seeds `seed` .. `seed + seeds - 1` (the same for
+    both variants); the CLI passes the grid's default (Grid.seeds) unless --seeds is given."""
+    if seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {seeds}")
     grid = get_grid(name)
     for c in configs or ():
         parse_config_id(c)
@@ -86,7 +94,7 @@ def expand(
                 trial = TrialConfig.from_dict({"variant": variant, "config": config, "steps": n_steps, **settings})
                 if grid.plan_batches and "micro_batch" not in (overrides or {}):
                     trial = apply_plan(trial, gpu_mem_gib)
-                trials.append(trial)
+                trials += [trial.replace(seed=trial.seed + i) for i in range(seeds)]
     return trials
 
 

@@ -195,6 +195,7 @@ def dry_run_rows(
             seconds += steps * n.total * OFFLOAD_S_PER_PARAM if plan.offload else 0.0
         rows.append({
             "trial": cfg.trial_name, "variant": cfg.variant, "config": cfg.config, "steps": cfg.steps,
+            "seed": cfg.seed,
             "wsd_phase": cfg.wsd_phase, "trained_steps": steps,
             "global_batch": cfg.global_batch, "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum,
             "offload": plan.offload, "grad_checkpointing": plan.grad_checkpointing,
@@ -207,8 +208,10 @@ def dry_run_rows(
 
 
 def dry_run_totals(rows: list[dict], gpu_mem_gib: float | None = None, gpu_name: str = "H100") -> dict:
+    seeds = len({r["seed"] for r in rows})
     return {
-        "trials": len(rows), "gpu": gpu_name, "gpu_mem_budget_gib": gpu_mem_gib,
+        "trials": len(rows), "seeds": seeds, "cells": len(rows) // max(seeds, 1),
+        "gpu": gpu_name, "gpu_mem_budget_gib": gpu_mem_gib,
         "total_flops": sum(r["total_flops"] for r in rows), "gpu_hours": sum(r["gpu_hours"] for r in rows),
         "max_gpu_mem_gib": max((r["gpu_mem_gib"] for r in rows), default=0.0),
         "max_host_mem_gib": max((r["host_mem_gib"] for r in rows), default=0.0),
@@ -225,7 +228,7 @@ def _si(x: float) -> str:
 _COLUMNS = (  # header, row key, formatter
     ("variant", "variant", str), ("config", "config", str),
     ("steps", None, lambda r: f"{r['steps']}" + (f" {r['wsd_phase']}" if r.get("wsd_phase") else "")),
-    ("GB", "global_batch", str), ("mb x acc", None, lambda r: f"{r['micro_batch']} x {r['grad_accum']}"),
+    ("seed", "seed", str), ("GB", "global_batch", str), ("mb x acc", None, lambda r: f"{r['micro_batch']} x {r['grad_accum']}"),
     ("offload", "offload", lambda v: "yes" if v else "-"), ("ckpt", "grad_checkpointing", lambda v: "yes" if v else "-"),
     ("N", "n_params", _si), ("N_llm", "n_params_llm", _si), ("N_vit", "n_params_vision", _si),
     ("FLOPs/sample", "flops_per_sample", lambda v: f"{v:.3g}"), ("FLOPs", "total_flops", lambda v: f"{v:.3g}"),
@@ -244,8 +247,9 @@ def format_table(rows: list[dict], totals: dict) -> str:
              for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     budget = f" at {totals['gpu_mem_budget_gib']:g} GiB" if totals.get("gpu_mem_budget_gib") else ""
+    replicates = f" ({totals['cells']} cells x {totals['seeds']} seeds)" if totals.get("seeds", 1) > 1 else ""
     lines.append(
-        f"total: {totals['trials']} trials, {totals['total_flops']:.3g} FLOPs, {totals['gpu_hours']:.1f} "
+        f"total: {totals['trials']} trials{replicates}, {totals['total_flops']:.3g} FLOPs, {totals['gpu_hours']:.1f} "
         f"{totals['gpu']} GPU-hours{budget}; peak GPU {totals['max_gpu_mem_gib']:.1f} GiB, "
         f"host {totals['max_host_mem_gib']:.1f} GiB"
     )

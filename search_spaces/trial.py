@@ -47,7 +47,7 @@ class TrialConfig:
     fork_from: str = ""  # cooldown: the stable trial's checkpoint directory at fork_step
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    seed: int = 0
+    seed: int = 0  # model init + data order (a replicate); the data set itself is dataset_seed
     # model
     init: str = "random"  # "random" | "pretrained"
     llm_path: str | None = None  # local directory or hub id overriding the registry's hub id
@@ -112,6 +112,8 @@ class TrialConfig:
                 f"image_size {self.image_size} gives a {self.image_size // vit.patch}-patch grid; "
                 "the baseline pools it to 4x4, so it must be a multiple of 4 patches"
             )
+        if self.seed < 0 or self.dataset_seed < 0:
+            raise ConfigError(f"seeds must be >= 0, got seed {self.seed}, dataset_seed {self.dataset_seed}")
         if self.lr <= 0 or self.lr_backbone < 0:
             raise ConfigError("learning rates must be positive")
         if self.fault and not re.fullmatch(rf"({'|'.join(FAULT_KINDS)})@\d+", self.fault):
@@ -172,7 +174,7 @@ class TrialConfig:
     def trial_name(self) -> str:
         tag = f"_{self.tag}" if self.tag else ""
         phase = f"_{self.wsd_phase}" if self.wsd_phase else ""
-        return f"{self.variant}_{self.config}_{self.steps}{phase}{tag}"
+        return f"{self.variant}_{self.config}_{self.steps}{phase}_s{self.seed}{tag}"
 
     # -- (de)serialisation -------------------------------------------------------------
     @classmethod

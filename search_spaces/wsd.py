@@ -29,7 +29,7 @@ class WsdFamily:
 
     @property
     def key(self) -> str:
-        return f"{self.stable.variant}_{self.stable.config}"
+        return f"{self.stable.variant}_{self.stable.config}_s{self.stable.seed}"
 
     @property
     def fork_steps(self) -> tuple[int, ...]:
@@ -51,12 +51,13 @@ def shared_warmup(trials: list[TrialConfig]) -> int:
 
 def wsd_families(trials: list[TrialConfig], cooldown_frac: float = 0.2,
                  cooldown_shape: str = "linear") -> list[WsdFamily]:
-    """Group cosine-style grid trials by (variant, config) into WSD families (order kept)."""
-    groups: dict[tuple[str, str], list[TrialConfig]] = {}
+    """Group cosine-style grid trials by (variant, config, seed) into WSD families (order kept):
+    each seed replicate is its own stable run with its own cooldowns."""
+    groups: dict[tuple[str, str, int], list[TrialConfig]] = {}
     for t in trials:
-        groups.setdefault((t.variant, t.config), []).append(t)
+        groups.setdefault((t.variant, t.config, t.seed), []).append(t)
     families = []
-    for (variant, config), members in groups.items():
+    for (variant, config, _), members in groups.items():
         members = sorted(members, key=lambda t: t.steps)
         if len({t.steps for t in members}) != len(members):
             raise ConfigError(f"WSD: {variant} {config} lists a step count twice")

@@ -25,9 +25,9 @@ def ray_init_kwargs(args) -> dict:
         # joining a cluster: its dashboard is the one `ray start --head` started (ray.init's
         # dashboard arguments only apply to a Ray it starts itself)
         return kwargs
-    kwargs["include_dashboard"] = bool(getattr(args, "dashboard", False))
+    kwargs["include_dashboard"] = bool(args.dashboard)
     if kwargs["include_dashboard"]:
-        kwargs["dashboard_host"] = getattr(args, "dashboard_host", None) or DEFAULT_DASHBOARD_HOST
+        kwargs["dashboard_host"] = args.dashboard_host or DEFAULT_DASHBOARD_HOST
     return kwargs
 
 
@@ -79,7 +79,7 @@ def check_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None
 
 def dashboard_message(context, args) -> str | None:
     """What to print about the dashboard once Ray is up (None: no dashboard asked for)."""
-    if not getattr(args, "dashboard", False):
+    if not args.dashboard:
         return None
     url = getattr(context, "dashboard_url", None) or ""
     if not url:

@@ -39,14 +39,25 @@ def longest_first(trials):
     return sorted(trials, key=lambda t: -t.steps * t.global_batch * trial_flops_per_sample(t, t.sizes[0].vocab_size))
 
 
-def trial_dirname(t: dict, trial_id: str) -> str:
-    """A trial's directory (and display) name; sweep/wsd.py rebuilds fork checkpoint paths with it."""
-    phase = f"_{t['wsd_phase']}" if t.get("wsd_phase") else ""
-    return f"{t['variant']}_{t['config']}_{t['steps']}{phase}_{trial_id}"
+# A trial's directory (and display) name. Ray pickles its name creators into the experiment
+# state, so they are str.format bound methods (builtins, pickled by value): the experiment
+# stays readable by plain Ray without this project (tests/test_integrity.py). WSD experiments
+# add the phase (sweep.wsd.DIRNAME, which the searcher also uses to find fork checkpoints).
+COSINE_DIRNAME = "{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][steps]}_s{0.config[trial][seed]}_{0.trial_id}"
 
 
-def _trial_dirname(trial) -> str:
-    return trial_dirname(trial.config["trial"], trial.trial_id)
+def portable_pickles() -> None:
+    """Our callback and WSD searcher live in tuner.pkl / the experiment state: pickle their
+    classes by value (the modules import only Ray and the standard library at run time), so
+    Ray can unpickle the experiment without this project on sys.path."""
+    import ray.cloudpickle
+
+    import sweep.callbacks
+    import sweep.integrity
+    import sweep.wsd
+
+    for module in (sweep.callbacks, sweep.integrity, sweep.wsd):
+        ray.cloudpickle.register_pickle_by_value(module)
 
 
 def progress_reporter():
@@ -69,8 +80,7 @@ def reuse_actors(args, use_gpu: bool) -> bool:
     (~2 s) are a large share of a short trial (benchmarks/ray_overhead.py); never for GPU trials,
     which run minutes to hours and where a fresh process guarantees the previous trial's CUDA
     memory and DeepSpeed state are gone."""
-    mode = getattr(args, "reuse_actors", "auto")
-    return mode == "on" or (mode == "auto" and trial_gpus(args, use_gpu) == 0)
+    return args.reuse_actors == "on" or (args.reuse_actors == "auto" and trial_gpus(args, use_gpu) == 0)
 
 
 def make_trainable(args, use_gpu: bool, fn=None):
@@ -79,10 +89,10 @@ def make_trainable(args, use_gpu: bool, fn=None):
 
     from trainables.train import train_vlm
 
-    gpus = trial_gpus(args, use_gpu)
+    cpus, gpus = args.cpus_per_trial, trial_gpus(args, use_gpu)  # plain floats in the closure
 
     def resources(config: dict) -> dict:
-        res = {"cpu": args.cpus_per_trial, "gpu": gpus}
+        res = {"cpu": cpus, "gpu": gpus}
         if config["trial"].get("offload"):
             from search_spaces.trial import TrialConfig
             from trainables.memory import estimate_memory
@@ -113,6 +123,46 @@ def read_manifest(exp_dir: str) -> dict | None:
     return {**saved, "trials": trials}
 
 
+def grid_of(saved: dict | None) -> dict | None:
+    """The part of study.json a resume must match (not the integrity record)."""
+    return None if saved is None else {"grid": saved.get("grid"), "trials": saved.get("trials")}
+
+
+def grid_difference(saved: dict | None, manifest: dict) -> str:
+    """What differs between a saved grid and this command's, in words (for the refusal)."""
+    if saved is None:
+        return "an unknown grid"
+    parts = []
+    if saved.get("grid") != manifest["grid"]:
+        parts.append(f"grid {saved.get('grid')!r} (this command: {manifest['grid']!r})")
+    old, new = saved.get("trials") or [], manifest["trials"]
+    if len(old) != len(new):
+        parts.append(f"{len(old)} trials (this command: {len(new)})")
+    keys = sorted({k for t in old + new for k in t})
+    fields = [k for k in keys if {repr(t.get(k)) for t in old} != {repr(t.get(k)) for t in new}]
+    if fields:
+        parts.append(f"other values of {', '.join(fields)}")
+    elif old != new and len(old) == len(new):
+        parts.append("the same values in other combinations")
+    return "; ".join(parts) or "other trials"
+
+
+def check_integrity(exp_dir: str, trust: bool) -> None:
+    """Refuse to resume (unpickle) an experiment whose state files differ from study.json's record."""
+    from sweep import integrity
+
+    if trust:
+        print(f"--trust-storage: accepting the experiment state in {exp_dir} as it is", flush=True)
+        integrity.record(exp_dir)
+        return
+    found = integrity.problems(exp_dir)
+    if found:
+        more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+        raise ConfigError(f"experiment {exp_dir}: {found[0]}{more} since this tool recorded it in study.json; "
+                          f"not resuming, a resume unpickles it. If everyone who can write there is trusted, "
+                          f"rerun with --trust-storage")
+
+
 def _finished(metrics: dict) -> bool:
     """A trial's last report is its final step. Not Ray's `done` flag alone: a restored
     experiment's state can hold a TERMINATED trial whose last saved result says done=False."""
@@ -124,7 +174,7 @@ def resume_hint(args) -> str:
     """The command that continues this experiment (the user's own arguments plus --resume)."""
     import shlex
 
-    argv = list(getattr(args, "argv", None) or [])
+    argv = list(args.argv)
     if "--resume" not in argv:
         argv.append("--resume")
     return f"interrupted: resume with: python tune_scaling.py {shlex.join(argv)}"
@@ -140,7 +190,7 @@ def run_sweep(args, trials) -> int:
     name = args.name or args.grid
     exp_dir = os.path.join(storage, name)
     families = None
-    if getattr(args, "schedule", "cosine") == "wsd":  # one stable trial + cooldowns per (variant, config)
+    if args.schedule == "wsd":  # one stable trial + cooldowns per (variant, config)
         from search_spaces.wsd import wsd_families
 
         families = wsd_families(trials, args.cooldown_frac, args.cooldown_shape)
@@ -153,26 +203,34 @@ def run_sweep(args, trials) -> int:
         from ray.tune import Tuner
 
         if not Tuner.can_restore(exp_dir):
-            if saved != manifest:
+            if grid_of(saved) != manifest:
                 raise ConfigError(f"{exp_dir} exists but is not a Ray Tune experiment; pick another --name")
             # our own launch, stopped (killed) before Ray saved any experiment state: nothing ran
             print(f"experiment {exp_dir} was stopped before it started: launching it", flush=True)
             exists, never_started = False, True
     if args.resume and not exists and not never_started:
         raise ConfigError(f"--resume: no experiment at {exp_dir}")
-    if exists and saved != manifest:
-        what = f"grid {saved['grid']!r}" if saved else "an unknown grid"
-        raise ConfigError(f"experiment {exp_dir} was launched with {what} and other trials; Ray cannot change "
-                          f"a grid on resume: use a new --name")
+    if exists and grid_of(saved) != manifest:
+        raise ConfigError(f"experiment {exp_dir} was launched with {grid_difference(saved, manifest)}; Ray cannot "
+                          f"change a grid on resume: use a new --name")
+    if exists:
+        check_integrity(exp_dir, args.trust_storage)
 
+    from sweep import integrity
     from sweep.callbacks import LiveScalingPlot, live_plot_target
     from sweep.cluster import start_ray, storage_warning, tensorboard_message
+    from sweep.wsd import DIRNAME as wsd_dirname
     from sweep.wsd import wsd_search
 
     start_ray(args)  # probes --address first: an unreachable cluster is a one-line error
     if storage_warning(storage, args.address):
         print(storage_warning(storage, args.address), flush=True)
     use_gpu = bool(ray.cluster_resources().get("GPU", 0))
+    local = "://" not in storage  # integrity records: local storage (a URI experiment is never resumed here)
+
+    def record():
+        if local:
+            integrity.record(exp_dir)
     trainable = make_trainable(args, use_gpu)
     if exists:
         print(f"resuming experiment {exp_dir}: finished trials are kept, unfinished ones continue "
@@ -180,28 +238,33 @@ def run_sweep(args, trials) -> int:
         # the RunConfig (callbacks included) comes back from tuner.pkl, and the live plot's
         # points from Tune's experiment checkpoint (LiveScalingPlot.get_state)
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
+        record()  # what the restore may have rewritten (verified just before)
     else:
         os.makedirs(exp_dir, exist_ok=True)
         Path(exp_dir, MANIFEST).write_text(json.dumps(manifest, indent=1))
+        portable_pickles()
+        dirname = wsd_dirname if families else COSINE_DIRNAME
         tuner = tune.Tuner(
             trainable,
             param_space={} if families else param_space(longest_first(trials)),
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=args.max_concurrent or None,
-                trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
+                trial_name_creator=dirname.format, trial_dirname_creator=dirname.format,
                 reuse_actors=reuse_actors(args, use_gpu),
-                **(wsd_search(families, exp_dir) if families else {}),
+                **(wsd_search(families, exp_dir, dirname) if families else {}),
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=1, progress_reporter=progress_reporter(),
                 callbacks=[LiveScalingPlot(live_plot_target(storage, name),
-                                           min_interval_s=getattr(args, "plot_interval", 15.0), title=name,
-                                           configs=list(dict.fromkeys(t.config for t in trials)))],
+                                           min_interval_s=args.plot_interval, title=name,
+                                           configs=list(dict.fromkeys(t.config for t in trials))),
+                           *([integrity.Recorder(exp_dir)] if local else [])],
                 # WSD keeps every checkpoint: a fork point's must outlive the wait for its cooldown
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if families else args.keep_checkpoints),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
             ),
         )
+        record()  # tuner.pkl, as the Tuner just wrote it
     print(f"experiment {name}: {len(trials)} trials -> {exp_dir}", flush=True)
     print(f"live plot: {live_plot_target(storage, name)}\n{tensorboard_message(exp_dir)}", flush=True)
     try:
@@ -209,6 +272,8 @@ def run_sweep(args, trials) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C: Ray skipped its last state snapshot
         print(resume_hint(args), file=sys.stderr, flush=True)
         return 130
+    finally:
+        record()  # the state Ray left on storage when the run ended or stopped
     if any(r.error is None and not _finished(r.metrics or {}) for r in results):
         # Ray's SIGINT handler stops the run gracefully; fit() returns with trials that never
         # reached their last step (Ray's clean-up calls them TERMINATED, so status does not tell)

@@ -48,7 +48,7 @@ def search_targets(trials: list[TrialConfig], steps: int | None = None) -> dict[
         key = (t.variant, t.config)
         if key not in targets:
             # a standalone run: no WSD fork (its family does not exist in the search)
-            wsd = {"wsd_phase": "", "fork_from": ""} if getattr(t, "wsd_phase", "") else {}
+            wsd = {"wsd_phase": "", "fork_from": ""} if t.wsd_phase else {}
             targets[key] = t.replace(steps=horizon, milestones=(), checkpoint_every=0, tag="lrsearch", **wsd)
     return targets
 
@@ -126,7 +126,7 @@ def run_lr_search(args, trials: list[TrialConfig]) -> int:
                 param_space={"trial": base.to_dict(), "lr_backbone_ratio": ratio, "lr": tune.loguniform(lo, hi)},
                 tune_config=tune.TuneConfig(search_alg=searcher, num_samples=todo,
                                             max_concurrent_trials=args.max_concurrent or None,
-                                            trial_dirname_creator=lambda t: f"lr_{t.trial_id}"),
+                                            trial_dirname_creator="lr_{0.trial_id}".format),
                 run_config=tune.RunConfig(name=name, storage_path=str(out_dir), verbose=0,
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                           failure_config=tune.FailureConfig(max_failures=args.max_failures)),

@@ -24,30 +24,41 @@ from __future__ import annotations
 
 import logging
 import pickle
+from types import SimpleNamespace
 
 from ray.tune.search import Searcher
 
-from search_spaces.trial import wsd_fork_step
-from search_spaces.wsd import WsdFamily
-from sweep.launch import longest_first, trial_dirname
-
 logger = logging.getLogger(__name__)
 
+# This module is pickled by value into tuner.pkl (sweep.launch.portable_pickles): at run time
+# the searcher uses only Ray, the standard library and its own plain-data state, never other
+# project modules (those are imported inside wsd_search, which is not pickled).
+# The trial directory name of a WSD experiment (a str.format pattern: see sweep/launch.py).
+DIRNAME = ("{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][steps]}_"
+                   "{0.config[trial][wsd_phase]}_s{0.config[trial][seed]}_{0.trial_id}")
 
-def wsd_search(families: list[WsdFamily], exp_dir: str) -> dict:
+
+def wsd_search(families, exp_dir: str, dirname: str = DIRNAME) -> dict:
     """TuneConfig keyword arguments for a WSD experiment: the searcher, and num_samples = every
-    trial it will suggest (stable + cooldowns). Most expensive stable trials first."""
+    trial it will suggest (stable + cooldowns). Most expensive stable trials first.
+    dirname: the experiment's trial_dirname_creator format (DIRNAME)."""
+    from sweep.launch import longest_first
+
     order = {id(t): i for i, t in enumerate(longest_first([f.stable for f in families]))}
-    searcher = WsdSearcher(sorted(families, key=lambda f: order[id(f.stable)]), exp_dir)
+    searcher = WsdSearcher(sorted(families, key=lambda f: order[id(f.stable)]), exp_dir, dirname)
     return {"search_alg": searcher, "num_samples": searcher.total_trials}
 
 
 class WsdSearcher(Searcher):
-    def __init__(self, families: list[WsdFamily], exp_dir: str):
+    def __init__(self, families: list, exp_dir: str, dirname: str = DIRNAME):
+        """families: search_spaces.wsd.WsdFamily list."""
         super().__init__()
         self.exp_dir = exp_dir.rstrip("/")
-        # plain dicts only: the state pickles without our classes and compares in tests
-        self.families = [{"stable": f.stable.to_dict(), "cooldowns": [c.to_dict() for c in f.cooldowns]}
+        self.dirname = dirname
+        # plain dicts only: the state pickles without our classes and compares in tests; each
+        # cooldown's fork step (search_spaces.trial.wsd_fork_step) is computed here, once
+        self.families = [{"stable": f.stable.to_dict(), "cooldowns": [c.to_dict() for c in f.cooldowns],
+                          "fork_steps": [c.fork_step for c in f.cooldowns]}
                          for f in families]
         self.stable_queue = list(range(len(self.families)))  # family indices not yet suggested
         self.ready: list[dict] = []  # cooldown configs with fork_from, waiting for suggest()
@@ -84,10 +95,11 @@ class WsdSearcher(Searcher):
             return
         step = int(result["step"])
         stable = self.families[fam]["stable"]
-        fork_from = f"{self.exp_dir}/{trial_dirname(stable, trial_id)}/{ckpt_dir}"
-        for c in self.families[fam]["cooldowns"]:
+        trial_dir = self.dirname.format(SimpleNamespace(config={"trial": stable}, trial_id=trial_id))
+        fork_from = f"{self.exp_dir}/{trial_dir}/{ckpt_dir}"
+        for c, fork_step in zip(self.families[fam]["cooldowns"], self.families[fam]["fork_steps"]):
             key = (fam, c["steps"])
-            if key in self.forked or _fork_step(c) != step:
+            if key in self.forked or fork_step != step:
                 continue
             self.forked.add(key)
             self.ready.append({**c, "fork_from": fork_from, "_family": fam})
@@ -110,7 +122,7 @@ class WsdSearcher(Searcher):
     # -- Tune's experiment checkpoint -----------------------------------------------------------
     def get_state(self) -> dict:
         return {k: getattr(self, k) for k in
-                ("exp_dir", "families", "stable_queue", "ready", "forked", "trials", "open", "abandoned")}
+                ("exp_dir", "dirname", "families", "stable_queue", "ready", "forked", "trials", "open", "abandoned")}
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -123,6 +135,3 @@ class WsdSearcher(Searcher):
         with open(checkpoint_path, "rb") as f:
             self.set_state(pickle.load(f))
 
-
-def _fork_step(cooldown: dict) -> int:
-    return wsd_fork_step(cooldown["steps"], cooldown["cooldown_frac"])

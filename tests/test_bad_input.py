@@ -39,6 +39,14 @@ def tree(tmp_path_factory):
     (other / "study.json").write_text(json.dumps({"grid": "phase1", "trials": []}))
     (other / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     (other / "tuner.pkl").write_bytes(b"not touched")
+    same = store / "smoke_steps6"  # a Ray experiment of this grid with other step counts / seeds
+    same.mkdir()
+    from search_spaces.grids import expand
+
+    trials = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[6])
+    (same / "study.json").write_text(json.dumps({"grid": "smoke", "trials": [t.to_dict() for t in trials]}))
+    (same / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    (same / "tuner.pkl").write_bytes(b"not touched")
     (store / "notes").mkdir()  # exists, not Ray
     (store / "notes" / "todo.txt").write_text("keep me")
     (root / "afile").write_text("a file, not a directory")
@@ -65,6 +73,7 @@ def tree(tmp_path_factory):
     fit = root / "fit"
     fit.mkdir()
     (fit / "few.csv").write_text("N,C,L\n1e6,1e15,3.0\n2e6,2e15,2.8\n")
+    (fit / "fresh.csv").write_text("N,C,L\n1e6,1e15,3.0\n2e6,2e15,2.8\n")  # no earlier fresh_analysis/
     (fit / "nan.csv").write_text("N,C,L\n" + "".join(f"{n:g},{c:g},nan\n" for n in (1e6, 2e6, 4e6) for c in (1e15, 1e16)))
     # one model size is fitted as L(D) (issue 12); with only 2 distinct D values it still cannot be
     (fit / "one_size.csv").write_text("N,C,L\n" + "".join(f"1e6,{c:.3e},{2 + 10 / c ** 0.1 + 1e-3 * i:.6f}\n"
@@ -134,6 +143,38 @@ CASES = [
                         "--bootstrap", "5"], "no rows with finite"),
     ("fit-one-model-size", ["-m", "fitting", "csv", "{root}/fit/one_size.csv", "--n", "N", "--c", "C", "--loss", "L",
                             "--bootstrap", "5"], "only 2 distinct data sizes (D); exponent beta is not identifiable"),
+    # issue 13: empty or duplicate list entries, names that are not plain, senseless counts,
+    # non-finite numbers, absurd requests, fitting paths that do not exist, --out that is a file
+    ("configs-empty", [*NARROW, "--configs", ""], "--configs '' has an empty entry"),
+    ("configs-comma", [*NARROW, "--configs", ","], "--configs ',' has an empty entry"),
+    ("variants-trailing-comma", [*NARROW, "--variants", "baseline,"], "--variants 'baseline,' has an empty entry"),
+    ("steps-duplicate", [*NARROW, "--steps", "100,100"], "--steps lists 100 more than once"),
+    ("configs-duplicate", [*NARROW, "--configs", "T1-T1,T1-T1"], "--configs lists T1-T1 more than once"),
+    ("name-parent", [*NARROW, "--name", "../x"], "--name '../x' must be a plain name"),
+    ("name-absolute", [*NARROW, "--name", "{root}/x"], "--name '{root}/x' must be a plain name"),
+    ("name-dot", [*NARROW, "--name", "."], "--name '.' must be a plain name"),
+    ("max-failures-negative", [*NARROW, "--max-failures=-1"], "--max-failures must be >= 0, got -1"),
+    ("keep-checkpoints-zero", [*NARROW, "--keep-checkpoints", "0"], "--keep-checkpoints must be >= 1, got 0"),
+    ("seeds-zero", [*NARROW, "--seeds", "0"], "--seeds must be >= 1, got 0"),
+    ("seed-negative", [*NARROW, "--seed=-1"], "--seed must be >= 0, got -1"),
+    ("max-concurrent-negative", [*NARROW, "--max-concurrent=-2"], "--max-concurrent must be >= 0, got -2"),
+    ("bootstrap-negative", [*NARROW, "--bootstrap=-5"], "--bootstrap must be >= 0, got -5"),
+    ("cpus-zero", [*NARROW, "--cpus-per-trial", "0"], "--cpus-per-trial must be positive"),
+    ("gpu-mem-inf", [*NARROW, "--gpu-mem", "inf"], "--gpu-mem must be a finite number, got inf"),
+    ("gpu-mem-nan", [*NARROW, "--gpu-mem", "nan"], "--gpu-mem must be a finite number, got nan"),
+    ("mfu-nan", ["--grid", "phase1", "--dry-run", "--mfu", "nan"], "--mfu must be a finite number"),
+    ("plot-interval-inf", [*NARROW, "--plot-interval", "inf"], "--plot-interval must be a finite number"),
+    ("lr-trials-zero", [*NARROW, "--lr-search", "--lr-trials", "0"], "--lr-trials must be >= 1, got 0"),
+    ("absurd-request", ["--grid", "phase4", "--steps", "3000000", "--no-fit"], "add --yes to launch it anyway"),
+    ("resume-other-steps", [*NARROW, "--seeds", "1", "--resume", "--name", "smoke_steps6"],
+     "was launched with other values of milestones, steps; Ray cannot change a grid"),
+    ("resume-other-seed-count", [*NARROW, "--steps", "6", "--seeds", "2", "--resume", "--name", "smoke_steps6"],
+     "was launched with 1 trials (this command: 2); other values of seed"),
+    ("fit-typo-dir", ["-m", "fitting", "{root}/typo/dir"], "no experiment directory {root}/typo/dir"),
+    ("fit-out-is-a-file", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "N", "--c", "C", "--loss", "L",
+                           "--out", "{root}/afile"], "--out {root}/afile is a file, not a directory"),
+    ("fit-failure-leaves-no-new-dir", ["-m", "fitting", "csv", "{root}/fit/fresh.csv", "--n", "N", "--c", "C",
+                                       "--loss", "L", "--bootstrap", "5"], "need at least"),
     ("fit-missing-column", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "params", "--c", "C", "--loss", "L"],
      "params"),
 ]

@@ -128,3 +128,14 @@ def test_estimate_defaults_to_the_trials_own_settings():
     d = est.as_dict()
     assert d["gpu_total"] == pytest.approx(est.gpu_total / GIB)
     assert d["peak_allocated"] < d["gpu_total"]
+
+
+def test_param_table_is_the_meta_builds():
+    """trainables/param_table.py (what planning reads, no torch) against the real builds."""
+    from trainables import param_table
+    from trainables.memory import ParamCounts, build_param_counts
+
+    assert len(param_table.COUNTS) == 18
+    for (variant, config), row in param_table.COUNTS.items():
+        built = build_param_counts(variant, config, param_table.QUERY_DIM, param_table.VOCAB_SIZE)
+        assert ParamCounts(*row) == built, (variant, config)

@@ -160,3 +160,20 @@ def test_dry_run_uses_measured_mfu_per_size_class():
     # S-*: no S measured; the nearest class (M) stands in, and the row says so
     assert "nearest measured size" in rows[2]["time_from"] and rows[2]["gpu_hours"] > assumed[2]["gpu_hours"]
     assert mfu_for("baseline", "S-S", table={}) is None
+
+
+def test_dry_run_imports_no_torch_and_builds_no_model():
+    """Planning the phase grids reads the parameter table: no torch / transformers / DeepSpeed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, tune_scaling\n"
+            "assert tune_scaling.main(['--grid', 'phase4', '--dry-run', '--seeds', '2']) == 0\n"
+            "heavy = [m for m in ('torch', 'transformers', 'deepspeed', 'ray') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert "total: 144 trials (72 cells x 2 seeds)" in lines[-2] and len(lines) == 144 + 4

@@ -68,6 +68,37 @@ def test_cli_narrowing_and_overrides():
         expand("phase4", variants=["fovea"])
 
 
+def test_seeds_replicate_every_cell_with_the_same_seeds_for_both_arms():
+    def trials(*argv):
+        return tune_scaling.build_trials(tune_scaling.parse_args(list(argv)))
+
+    smoke = trials("--grid", "smoke")  # the smoke grid's default: 2 replicates per cell
+    assert GRIDS["smoke"].seeds == 2 and len(smoke) == 2 * len(expand("smoke"))
+    assert len(trials("--grid", "phase1")) == 8  # phase grids: one run per cell
+    reps = trials("--grid", "phase1", "--seeds", "3", "--seed", "5", "--steps", "100")
+    assert [(t.variant, t.seed) for t in reps] == [(v, s) for v in VARIANTS for s in (5, 6, 7)]
+    assert {t.dataset_seed for t in reps} == {0}  # one data set: only init + order differ
+    assert len({t.trial_name for t in reps}) == 6 and reps[1].trial_name == "foveated_S-S_100_s6"
+    # a replicate differs from its cell's first run in the seed alone
+    assert reps[1].replace(seed=5) == reps[0]
+    from search_spaces.wsd import wsd_families
+
+    families = wsd_families(trials("--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline"))
+    assert [(f.key, len(f.cooldowns)) for f in families] == [("baseline_T1-T1_s0", 3), ("baseline_T1-T1_s1", 3)]
+    assert {c.seed for c in families[1].trials()} == {1}
+
+
+def test_a_refused_resume_names_the_differing_fields():
+    from sweep.launch import grid_difference
+
+    old = [t.to_dict() for t in expand("smoke", configs=["T1-T1"], steps=[10, 20])]
+    new = [t.to_dict() for t in expand("smoke", configs=["T1-T1"], steps=[10, 30], seeds=2)]
+    text = grid_difference({"grid": "smoke", "trials": old}, {"grid": "smoke", "trials": new})
+    assert text == "4 trials (this command: 8); other values of milestones, seed, steps", text
+    assert "grid 'phase1' (this command: 'smoke')" in grid_difference({"grid": "phase1", "trials": old},
+                                                                     {"grid": "smoke", "trials": old})
+
+
 # -- live plot: the callback alone ------------------------------------------------------------
 def fake_trial(tid, variant="foveated", config="T1-T1", steps=40):
     cfg = {"trial": {"variant": variant, "config": config, "steps": steps}}
@@ -184,7 +215,7 @@ def test_sweep_updates_live_plot_writes_tensorboard_and_resumes_it(tmp_path, mon
 
     monkeypatch.setenv("FOVEATED_SCALING_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    argv = ["--grid", "smoke", "--configs", "T1-T1", "--steps", "24", "--milestones", "8,16", "--no-fit",
+    argv = ["--grid", "smoke", "--configs", "T1-T1", "--steps", "24", "--seeds", "1", "--milestones", "8,16", "--no-fit",
             "--storage-path", str(tmp_path / "res"), "--name", "live", "--plot-interval", "0",
             "--max-concurrent", "1", "--cpus-per-trial", "1"]
     exp = tmp_path / "res" / "live"

@@ -129,7 +129,7 @@ def test_searcher_forks_once_saves_and_finishes(tmp_path):
     restored.restore(tmp_path / "state.pkl")
     for searcher in (s, restored):
         c1 = searcher.suggest("c1")["trial"]
-        assert c1["steps"] == 100 and c1["fork_from"] == "/exp/baseline_T1-T1_160_stable_s1/checkpoint_000000"
+        assert c1["steps"] == 100 and c1["fork_from"] == "/exp/baseline_T1-T1_160_stable_s0_s1/checkpoint_000000"
         assert searcher.suggest("y") is None
     # the second fork reaches only the searcher it was reported to
     s.on_trial_result("s1", {"step": 160, "milestone": True, "checkpoint_dir_name": "checkpoint_000001"})
@@ -155,7 +155,7 @@ def wsd_experiment(tmp_path_factory):
     import tune_scaling
 
     assert not ray.is_initialized()
-    argv = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "20,40",
+    argv = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "20,40", "--seeds", "1",
             "--schedule", "wsd", "--cooldown-frac", "0.25", "--deterministic", "--no-fit",
             "--storage-path", str(root), "--name", "wsd"]
     rc = tune_scaling.main(argv)

@@ -13,6 +13,7 @@ import socket
 import torch
 
 from search_spaces.trial import TrialConfig
+from trainables.memory import ZERO_BUCKET_ELEMENTS
 
 
 def free_port() -> int:
@@ -48,8 +49,8 @@ def deepspeed_config(cfg: TrialConfig, zero_overrides: dict | None = None) -> di
         "stage": 2,
         "contiguous_gradients": True,
         "overlap_comm": on_cuda,
-        "reduce_bucket_size": 5e7,
-        "allgather_bucket_size": 5e7,
+        "reduce_bucket_size": ZERO_BUCKET_ELEMENTS,  # the memory model's staging term uses it too
+        "allgather_bucket_size": ZERO_BUCKET_ELEMENTS,
         **(zero_overrides or {}),
     }
     if cfg.offload:

@@ -2,7 +2,9 @@
 
 Parameters are counted by building the real model on the `meta` device (no storage, ~50 ms
 even for L-L), so N comes from the same code that trains, never from a second formula; the
-counts are cached per (variant, config, query_dim, vocab).
+counts are cached per (variant, config, query_dim, vocab). The study's 18 real models at the
+phase grids' settings come from trainables/param_table.py instead (written from those builds
+and checked against them by tests/test_memory.py), so planning imports no torch.
 
 Memory of one GPU, single process, DeepSpeed ZeRO-2 (trainables/engine.py), P = parameters:
 
@@ -42,6 +44,7 @@ LN_STATS = 8  # LayerNorm saves mean + rstd, fp32, per token
 BASELINE_TOKENS = 16  # trainables/models/baseline.py pools each frame to 4x4
 LOGIT_TRANSIENT = 10  # bytes per logit beyond the saved fp32 log-probs (see _transient)
 RECOMPUTE_FACTOR = 2  # with checkpointing: the recomputed layer + its gradient working set
+ZERO_BUCKET_ELEMENTS = 5e7  # ZeRO-2 reduce / allgather bucket size (trainables/engine.py)
 
 
 # -- parameters ------------------------------------------------------------------------
@@ -65,6 +68,16 @@ def param_counts_for(cfg: TrialConfig, vocab_size: int) -> ParamCounts:
 
 @lru_cache(maxsize=None)
 def _param_counts(variant: str, config: str, query_dim: int, vocab_size: int) -> ParamCounts:
+    from trainables import param_table
+
+    row = param_table.COUNTS.get((variant, config))
+    if row is not None and (query_dim, vocab_size) == (param_table.QUERY_DIM, param_table.VOCAB_SIZE):
+        return ParamCounts(*row)
+    return build_param_counts(variant, config, query_dim, vocab_size)
+
+
+def build_param_counts(variant: str, config: str, query_dim: int, vocab_size: int) -> ParamCounts:
+    """Counts from the model built on the meta device (what param_table.py is checked against)."""
     import torch
 
     from trainables.models import build_vlm, param_counts
@@ -255,12 +268,10 @@ class MemoryEstimate:
         return {k: v / GIB for k, v in terms.items()}
 
 
-@lru_cache(maxsize=None)
 def _reduce_bucket(cfg: TrialConfig) -> int:
-    """ZeRO's gradient reduce bucket (elements), read from the trainer's own DeepSpeed config."""
-    from trainables.engine import deepspeed_config
-
-    return int(deepspeed_config(cfg)["zero_optimization"]["reduce_bucket_size"])
+    """ZeRO's gradient reduce bucket (elements): the value trainables/engine.py's DeepSpeed
+    config uses (it imports it from here, so planning needs no torch)."""
+    return int(ZERO_BUCKET_ELEMENTS)
 
 
 def estimate_memory(

@@ -1,0 +1,152 @@
+"""The study CLI's options as one frozen, validated dataclass (built from argparse).
+
+Every check here runs before anything is planned, started or written: a bad value is one
+ConfigError line (exit 2). Lists (`--configs S-S,M-S`) become tuples; an empty entry or a
+duplicate is an error, not silently dropped or doubled. No heavy imports: `--dry-run` and
+every error path stay fast.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass, fields
+
+from search_spaces.sizes import ConfigError
+
+# a directory name inside --storage-path: no separators, no "." / "..", nothing hidden
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+ABSURD_GPU_HOURS = 10_000.0  # a planned request above this needs --yes
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    grid: str = "smoke"
+    list_grids: bool = False
+    name: str | None = None
+    storage_path: str = "ray_results"
+    resume: bool = False
+    yes: bool = False
+    trust_storage: bool = False
+    # narrow or change the grid
+    configs: tuple[str, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    steps: tuple[int, ...] | None = None
+    seeds: int | None = None  # replicates per cell; None: the grid's default
+    init: str | None = None
+    dataset: str | None = None
+    image_column: str | None = None
+    frames_column: str | None = None
+    text_column: str | None = None
+    seed: int | None = None
+    schedule: str = "cosine"
+    cooldown_frac: float = 0.2
+    cooldown_shape: str = "linear"
+    milestones: tuple[int, ...] | None = None
+    deterministic: bool = False
+    # planning
+    dry_run: bool = False
+    gpu_mem: float = 24.0
+    gpu_name: str = "RTX 4090"
+    mfu: float = 0.35
+    format: str = "table"
+    # ray
+    address: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float = 1.0
+    max_concurrent: int = 0
+    max_failures: int = 2
+    keep_checkpoints: int = 2
+    reuse_actors: str = "auto"
+    no_fit: bool = False
+    bootstrap: int = 1000
+    # monitoring
+    dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+    plot_interval: float = 15.0
+    # learning-rate search
+    lr_search: bool = False
+    lr_trials: int = 8
+    lr_steps: int | None = None
+    lr_min: float = 1e-4
+    lr_max: float = 1e-2
+    lr_from: str | None = None
+    argv: tuple[str, ...] = ()  # the command line as given, for the "resume with:" hint
+
+    @property
+    def experiment_name(self) -> str:
+        return self.name or self.grid
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace, argv: list[str]) -> "SweepOptions":
+        raw = vars(ns)
+        known = {f.name for f in fields(cls)} - {"argv"}
+        values = {k: raw[k] for k in known if k in raw}
+        values["configs"] = parse_list("--configs", raw.get("configs"))
+        values["variants"] = parse_list("--variants", raw.get("variants"))
+        values["steps"] = parse_list("--steps", raw.get("steps"), int)
+        values["milestones"] = parse_list("--milestones", raw.get("milestones"), int)
+        return cls(**values, argv=tuple(argv))
+
+    def __post_init__(self) -> None:
+        if self.name is not None and (not PLAIN_NAME.fullmatch(self.name) or self.name in (".", "..")):
+            raise ConfigError(f"--name {self.name!r} must be a plain name (letters, digits, . _ - + =; "
+                              f"no '/', not '..'): it is a directory inside --storage-path")
+        _at_least("--seeds", self.seeds, 1)
+        _at_least("--seed", self.seed, 0)
+        _at_least("--max-concurrent", self.max_concurrent, 0)
+        _at_least("--max-failures", self.max_failures, 0)
+        _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
+        _at_least("--bootstrap", self.bootstrap, 0)
+        _at_least("--lr-trials", self.lr_trials, 1)
+        _at_least("--lr-steps", self.lr_steps, 1)
+        _finite("--gpu-mem", self.gpu_mem, positive=True)
+        _finite("--cpus-per-trial", self.cpus_per_trial, positive=True)
+        _finite("--gpus-per-trial", self.gpus_per_trial)
+        _finite("--plot-interval", self.plot_interval)
+        _finite("--lr-min", self.lr_min, positive=True)
+        _finite("--lr-max", self.lr_max, positive=True)
+        _finite("--mfu", self.mfu, positive=True)
+        _finite("--cooldown-frac", self.cooldown_frac, positive=True)
+        if self.mfu > 1:
+            raise ConfigError(f"--mfu must lie in (0, 1], got {self.mfu:g}")
+        if self.cooldown_frac >= 1:
+            raise ConfigError(f"--cooldown-frac must lie in (0, 1), got {self.cooldown_frac:g}")
+        if self.lr_min >= self.lr_max:
+            raise ConfigError(f"--lr-min/--lr-max must satisfy 0 < min < max, got {self.lr_min:g}, {self.lr_max:g}")
+        bad = [v for v in self.steps or () if v <= 0]
+        if bad:
+            raise ConfigError(f"steps must be positive, got {bad[0]}")
+
+
+def parse_list(flag: str, value: str | None, cast=str) -> tuple | None:
+    """'a,b' -> ('a', 'b'); None when the flag is absent. Empty entries and duplicates are errors."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",")]
+    if not all(items):
+        raise ConfigError(f"{flag} {value!r} has an empty entry (give comma-separated values, e.g. a,b)")
+    try:
+        out = tuple(cast(v) for v in items)
+    except ValueError:
+        raise ConfigError(f"{flag}: cannot parse {value!r} as a comma-separated list") from None
+    dupes = sorted({str(v) for v in out if out.count(v) > 1})
+    if dupes:
+        raise ConfigError(f"{flag} lists {', '.join(dupes)} more than once")
+    return out
+
+
+def _at_least(flag: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"{flag} must be >= {low}, got {value}")
+
+
+def _finite(flag: str, value: float | None, positive: bool = False) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number, got {value}")
+    if positive and value <= 0:
+        raise ConfigError(f"{flag} must be positive, got {value:g}")
+    if not positive and value < 0:
+        raise ConfigError(f"{flag} must be >= 0, got {value:g}")

@@ -1,0 +1,184 @@
+"""Experiments any Ray client can read, and storage that is not trusted blindly (issue 13, items
+3 and 4): sweep/integrity.py, the portable pickles of sweep/launch.py and sweep/wsd.py.
+
+One tiny real sweep (1 trial) is shared by the tests: plain Ray reads it in a subprocess whose
+sys.path lacks the project; a tampered tuner.pkl is refused on --resume before it is unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGV = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "4", "--seeds", "1",
+        "--no-fit", "--max-concurrent", "1"]
+
+
+def isolated(code: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run `code` with `python -I` from /tmp: no PYTHONPATH, no cwd, no user site on sys.path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return subprocess.run([sys.executable, "-I", "-c", code], cwd="/tmp", env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    import ray
+
+    import tune_scaling
+
+    root = tmp_path_factory.mktemp("integrity")
+    os.environ["FOVEATED_SCALING_CACHE"] = str(root / "cache")
+    os.environ.pop("RAY_ADDRESS", None)
+    try:
+        assert tune_scaling.main([*ARGV, "--storage-path", str(root / "res"), "--name", "exp"]) == 0
+    finally:
+        ray.shutdown()
+    return root / "res" / "exp"
+
+
+def copy_of(experiment: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "res" / "exp"
+    shutil.copytree(experiment, dest)
+    return dest
+
+
+def resume(exp: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAY_TMPDIR=str(exp.parent / "ray_tmp_unused"))  # a refusal starts no Ray
+    return subprocess.run([sys.executable, str(ROOT / "tune_scaling.py"), *ARGV, "--storage-path", str(exp.parent),
+                           "--name", exp.name, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_the_launch_records_every_state_file(experiment):
+    from sweep import integrity
+
+    record = json.loads((experiment / "study.json").read_text())["sha256"]
+    assert "tuner.pkl" in record and any(k.startswith("experiment_state-") for k in record)
+    assert any(k.endswith("/params.pkl") for k in record)
+    assert sorted(record) == integrity.state_files(str(experiment)) and integrity.problems(str(experiment)) == []
+
+
+def test_plain_ray_reads_the_experiment_without_the_project(experiment, tmp_path):
+    experiment = copy_of(experiment, tmp_path)  # a restore may write; the other tests' copies stay pristine
+    code = f"""
+import sys
+assert not any(p.startswith({str(ROOT)!r}) for p in sys.path if p), sys.path
+import ray
+from ray import tune
+from ray.tune import ExperimentAnalysis
+df = ExperimentAnalysis({str(experiment)!r}).dataframe()
+assert len(df) == 1 and df["eval_loss"].notna().all(), df
+def train_vlm(config):  # a stand-in: the trainable's name must match, its code need not
+    tune.report({{"step": 0}})
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+results = tune.Tuner.restore({str(experiment)!r}, trainable=train_vlm).get_results()
+assert len(results) == 1 and results[0].metrics["step"] == 4, results[0].metrics
+mine = [m for m in sys.modules if m.split(".")[0] in ("sweep", "search_spaces", "trainables", "fitting")]
+assert not mine, mine
+print("ok", results[0].path)
+"""
+    proc = isolated(code)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_wsd_searcher_unpickles_without_the_project():
+    """The WSD searcher lives in tuner.pkl too: pickled by value, it suggests trials in plain Ray."""
+    import ray.cloudpickle
+
+    from search_spaces.grids import expand
+    from search_spaces.wsd import wsd_families
+    from sweep.launch import portable_pickles
+    from sweep.wsd import WsdSearcher
+
+    families = wsd_families(expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[20, 40]), 0.25)
+    portable_pickles()
+    blob = ray.cloudpickle.dumps(WsdSearcher(families, "/exp"))
+    code = f"""
+import pickle, sys
+s = pickle.loads({blob!r})
+first = s.suggest("a")["trial"]
+assert first["wsd_phase"] == "stable" and s.suggest("b") is None
+s.on_trial_result("a", {{"step": 15, "milestone": True, "checkpoint_dir_name": "checkpoint_000000"}})
+cool = s.suggest("c")["trial"]
+assert cool["fork_from"] == "/exp/baseline_T1-T1_30_stable_s0_a/checkpoint_000000", cool["fork_from"]
+assert not [m for m in sys.modules if m.split(".")[0] in ("sweep", "search_spaces")]
+print("ok")
+"""
+    proc = isolated(code, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+class _Payload:
+    """Unpickling this runs os.mkdir(marker): what a hostile tuner.pkl would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_tampered_tuner_pkl_is_refused_on_resume_and_its_payload_never_runs(experiment, tmp_path):
+    exp = copy_of(experiment, tmp_path)
+    marker = tmp_path / "pwned"
+    (exp / "tuner.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    before = (exp / "study.json").read_bytes()
+    proc = resume(exp)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: experiment {exp}: tuner.pkl changed since this tool recorded it")
+    assert "--trust-storage" in lines[0]
+    assert not marker.exists(), "the payload ran"
+    assert (exp / "study.json").read_bytes() == before and not (exp.parent / "ray_tmp_unused").exists()
+    pickle.loads((exp / "tuner.pkl").read_bytes())  # the payload is real: unpickling runs it
+    assert marker.is_dir()
+
+
+def test_an_unrecorded_or_changed_state_file_is_refused(experiment, tmp_path):
+    exp = copy_of(experiment, tmp_path)
+    (exp / "experiment_state-2099-01-01_00-00-00.json").write_text("{}")  # Ray would load the newest
+    proc = resume(exp)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "experiment_state-2099-01-01_00-00-00.json is not one this tool wrote" in proc.stderr
+    (exp / "experiment_state-2099-01-01_00-00-00.json").unlink()
+    (params,) = exp.glob("*/params.pkl")
+    params.write_bytes(params.read_bytes() + b"\n")
+    proc = resume(exp)
+    assert proc.returncode == 2 and f"{params.parent.name}/params.pkl changed" in proc.stderr, proc.stderr
+
+
+def test_record_and_problems_on_a_directory(tmp_path):
+    from sweep import integrity
+
+    (tmp_path / "study.json").write_text(json.dumps({"grid": "smoke", "trials": []}))
+    (tmp_path / "tuner.pkl").write_bytes(b"a")
+    (tmp_path / "t1").mkdir()
+    (tmp_path / "t1" / "params.pkl").write_bytes(b"b")
+    (tmp_path / "t1" / "result.json").write_text("{}")  # plain JSON: not a state file
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "x.pkl").write_bytes(b"ours")
+    assert integrity.problems(str(tmp_path)) == ["study.json has no SHA-256 record of the experiment state"]
+    integrity.record(str(tmp_path))
+    doc = json.loads((tmp_path / "study.json").read_text())
+    assert doc["grid"] == "smoke" and sorted(doc["sha256"]) == ["t1/params.pkl", "tuner.pkl"]
+    assert integrity.problems(str(tmp_path)) == []
+    (tmp_path / "t1" / "params.pkl").write_bytes(b"c")
+    assert integrity.problems(str(tmp_path)) == ["t1/params.pkl changed"]
+    # the driver's newer copies (storage may lag them): every one of the last KEEP is accepted
+    rec = integrity.read_record(str(tmp_path))
+    for content in (b"c", b"d", b"e", b"f"):
+        integrity.accept(rec, "t1/params.pkl", integrity.hashlib.sha256(content).hexdigest())
+    integrity.write_record(str(tmp_path), rec)
+    assert integrity.problems(str(tmp_path)) == [] and len(rec["t1/params.pkl"]) == integrity.KEEP
+    (tmp_path / "t1" / "params.pkl").unlink()  # a missing file runs nothing: not refused
+    (tmp_path / "t1" / "error.pkl").write_bytes(b"x")
+    assert integrity.problems(str(tmp_path)) == ["t1/error.pkl is not one this tool wrote"]
