@@ -130,6 +130,7 @@ class Recorder(Callback):
         self.exp_dir = exp_dir
         self._staged: dict[str, tuple] = {}
         self._stored: dict[str, tuple] = {}
+        self._dirs: list[str] = []  # the driver's staging directories (known from the first step)
         # study.json as read once, at the first step: Ray's uploads rewrite the storage copy
         # (not atomically) from the staging copy, so it is never read back while Tune runs
         self._doc: dict | None = None
@@ -140,10 +141,23 @@ class Recorder(Callback):
     def __setstate__(self, state):
         self.__init__(**state)
 
+    def on_step_begin(self, iteration, trials, **info):
+        self._dirs = staging_dirs(trials) if trials else self._dirs
+
+    def get_state(self):
+        """Ray calls this while it saves an experiment checkpoint, after writing the experiment
+        state and searcher files to staging and before uploading them: hashing here sees every
+        version Ray writes, even two saves within one controller step (a driver killed before
+        the next step would otherwise leave a storage copy the record never saw)."""
+        if self._dirs:
+            self._update(self._dirs)
+        return None  # nothing to restore: the record lives in study.json
+
     def on_step_end(self, iteration, trials, **info):
-        if not trials:
-            return
-        dirs = staging_dirs(trials)
+        if trials:
+            self._update(staging_dirs(trials))
+
+    def _update(self, dirs: list[str]) -> None:
         staged = {key: stamp for d in dirs for key, stamp in _stamps(d, tag=d).items()}
         stored = _stamps(self.exp_dir)
         if staged == self._staged and stored == self._stored:

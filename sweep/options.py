@@ -46,9 +46,10 @@ class SweepOptions:
     deterministic: bool = False
     # planning
     dry_run: bool = False
+    check_data: bool = False
     gpu_mem: float = 24.0
     gpu_name: str = "RTX 4090"
-    mfu: float = 0.35
+    mfu: float | None = None  # None: the measured MFU per size class (trainables/measured_mfu.py)
     format: str = "table"
     # ray
     address: str | None = None
@@ -108,7 +109,7 @@ class SweepOptions:
         _finite("--lr-max", self.lr_max, positive=True)
         _finite("--mfu", self.mfu, positive=True)
         _finite("--cooldown-frac", self.cooldown_frac, positive=True)
-        if self.mfu > 1:
+        if self.mfu is not None and self.mfu > 1:
             raise ConfigError(f"--mfu must lie in (0, 1], got {self.mfu:g}")
         if self.cooldown_frac >= 1:
             raise ConfigError(f"--cooldown-frac must lie in (0, 1), got {self.cooldown_frac:g}")
