@@ -165,7 +165,7 @@ CASES = [
     ("mfu-nan", ["--grid", "phase1", "--dry-run", "--mfu", "nan"], "--mfu must be a finite number"),
     ("plot-interval-inf", [*NARROW, "--plot-interval", "inf"], "--plot-interval must be a finite number"),
     ("lr-trials-zero", [*NARROW, "--lr-search", "--lr-trials", "0"], "--lr-trials must be >= 1, got 0"),
-    ("absurd-request", ["--grid", "phase4", "--steps", "3000000", "--no-fit"], "add --yes to launch it anyway"),
+    ("absurd-request", ["--grid", "phase4", "--steps", "3000000", "--init", "random", "--no-fit"], "add --yes to launch it anyway"),
     ("resume-other-steps", [*NARROW, "--seeds", "1", "--resume", "--name", "smoke_steps6"],
      "was launched with other values of milestones, steps; Ray cannot change a grid"),
     ("resume-other-seed-count", [*NARROW, "--steps", "6", "--seeds", "2", "--resume", "--name", "smoke_steps6"],

@@ -71,7 +71,10 @@ def test_plain_ray_reads_the_experiment_without_the_project(experiment, tmp_path
     experiment = copy_of(experiment, tmp_path)  # a restore may write; the other tests' copies stay pristine
     code = f"""
 import sys
-assert not any(p.startswith({str(ROOT)!r}) for p in sys.path if p), sys.path
+import importlib.util
+# the project is not importable (its venv's site-packages may live inside the checkout)
+assert {str(ROOT)!r} not in sys.path and "" not in sys.path, sys.path
+assert not any(importlib.util.find_spec(m) for m in ("sweep", "search_spaces", "trainables", "fitting")), sys.path
 import ray
 from ray import tune
 from ray.tune import ExperimentAnalysis
