@@ -170,12 +170,16 @@ def fit_law(law: str, features, loss, groups=None, delta: float = engine.DELTA, 
 
 
 def allocation_constant(p: dict[str, float]) -> float:
-    """G = (alpha A / (beta B))^(1/(alpha+beta)); NaN when an exponent is 0 (a flat direction
-    of the fit, which a bootstrap refit can land on: there is no trade-off to optimise)."""
-    a, b = p["alpha"], p["beta"]
-    if not (a > 0 and b > 0):
+    """G = (alpha A / (beta B))^(1/(alpha+beta)); NaN when an exponent or a coefficient is 0 (a
+    flat direction of the fit, which a bootstrap refit can land on: there is no trade-off to
+    optimise) or G overflows a float."""
+    a, b, A, B = p["alpha"], p["beta"], p["A"], p["B"]
+    if not (a > 0 and b > 0 and A > 0 and B > 0):
         return float("nan")
-    return (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
+    try:
+        return (a * A / (b * B)) ** (1.0 / (a + b))
+    except OverflowError:
+        return float("nan")
 
 
 def optimal_allocation(p: dict[str, float], C, flops_per_nd: float = 6.0):
