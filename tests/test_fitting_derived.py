@@ -171,3 +171,16 @@ def test_flat_laws_give_infinite_compute_not_a_crash():
     assert inverse_lc(flat, [1.2, 1.5, 2.0]).tolist() == [np.inf, 0.0, 0.0]
     n, d = optimal_allocation({"A": 1.0, "B": 1.0, "alpha": 0.0, "beta": 0.3}, [1e20, 1e21])
     assert np.isnan(n).all() and np.isnan(d).all()
+
+
+def test_allocation_constant_is_nan_without_a_trade_off():
+    """A bootstrap refit can land on B = 0 (or A = 0, or an exponent 0): no trade-off, no G
+    (the real smoke run divided by zero here before)."""
+    import math
+
+    from fitting.laws import allocation_constant
+
+    good = {"alpha": 0.34, "beta": 0.28, "A": 406.4, "B": 410.7}
+    assert math.isfinite(allocation_constant(good)) and allocation_constant(good) > 0
+    for key in ("A", "B", "alpha", "beta"):
+        assert math.isnan(allocation_constant({**good, key: 0.0})), key
