@@ -103,7 +103,6 @@ def test_two_node_cluster_runs_the_trials_on_both_nodes(tmp_path, monkeypatch):
     from ray._private import state
     from ray.cluster_utils import Cluster
 
-    monkeypatch.setenv("FOVEATED_SCALING_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # own temp dir (short: Ray's socket paths must stay < 108 bytes): the cluster's address file
     # must not land in /tmp/ray, where another session's `--address auto` would find it

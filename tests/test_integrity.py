@@ -36,7 +36,6 @@ def experiment(tmp_path_factory):
     import tune_scaling
 
     root = tmp_path_factory.mktemp("integrity")
-    os.environ["FOVEATED_SCALING_CACHE"] = str(root / "cache")
     os.environ.pop("RAY_ADDRESS", None)
     try:
         assert tune_scaling.main([*ARGV, "--storage-path", str(root / "res"), "--name", "exp"]) == 0

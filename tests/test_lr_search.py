@@ -59,7 +59,6 @@ def test_lr_from_overrides_each_pair_and_refuses_a_missing_one(tmp_path, capsys)
 def test_lr_search_persists_the_study_and_the_grid_trains_with_its_best_lr(tmp_path, monkeypatch, capsys):
     import ray
 
-    monkeypatch.setenv("FOVEATED_SCALING_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     common = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "foveated", "--seeds", "1", "--storage-path",
               str(tmp_path / "res"), "--name", "lrs", "--no-fit", "--max-concurrent", "2"]

@@ -224,10 +224,9 @@ def snapshot(exp: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def ray_env(tmp_path_factory):
-    """Environment of the drivers: private Ray temp dir (short: Ray's socket paths), shared data cache."""
+    """Environment of the drivers: a private Ray temp dir (short: Ray's socket paths)."""
     raytmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    env = dict(os.environ, RAY_TMPDIR=raytmp, PYTHONUNBUFFERED="1",
-               FOVEATED_SCALING_CACHE=str(tmp_path_factory.getbasetemp() / "cache"))
+    env = dict(os.environ, RAY_TMPDIR=raytmp, PYTHONUNBUFFERED="1")
     yield env
     shutil.rmtree(raytmp, ignore_errors=True)
 
@@ -256,7 +255,7 @@ def fault_sweep(tmp_path_factory, ray_env):
     if ray.is_initialized():  # another module's session: run_sweep starts its own
         ray.shutdown()
     with pytest.MonkeyPatch.context() as mp:
-        for key in ("RAY_TMPDIR", "FOVEATED_SCALING_CACHE"):
+        for key in ("RAY_TMPDIR",):
             mp.setenv(key, ray_env[key])
         try:
             with contextlib.redirect_stderr(err):

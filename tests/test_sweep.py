@@ -213,7 +213,6 @@ def tfevent_tags(path: Path) -> set[str]:
 def test_sweep_updates_live_plot_writes_tensorboard_and_resumes_it(tmp_path, monkeypatch, capsys):
     import ray
 
-    monkeypatch.setenv("FOVEATED_SCALING_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     argv = ["--grid", "smoke", "--configs", "T1-T1", "--steps", "24", "--seeds", "1", "--milestones", "8,16", "--no-fit",
             "--storage-path", str(tmp_path / "res"), "--name", "live", "--plot-interval", "0",

@@ -31,11 +31,6 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FOVEATED_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def run(trials, storage: Path, name: str, max_failures: int = 0):
     from ray import tune
 

@@ -149,8 +149,6 @@ def wsd_experiment(tmp_path_factory):
 
     import ray
 
-    old_cache = os.environ.get("FOVEATED_SCALING_CACHE")
-    os.environ["FOVEATED_SCALING_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")  # Ray workers inherit it
     root = tmp_path_factory.mktemp("ray_results")
     import tune_scaling
 
@@ -174,10 +172,6 @@ def wsd_experiment(tmp_path_factory):
                             run_config=tune.RunConfig(name="alone", storage_path=str(root), verbose=0)).fit()
     finally:
         ray.shutdown()
-        if old_cache is None:
-            os.environ.pop("FOVEATED_SCALING_CACHE", None)
-        else:
-            os.environ["FOVEATED_SCALING_CACHE"] = old_cache
     return (rc, rc_again), root / "wsd", ref
 
 
