@@ -43,9 +43,10 @@ def parse_args(argv: list[str] | None = None) -> SweepOptions:
     narrow.add_argument("--seed", type=int, help="first model-init / data-order seed (default 0)")
     narrow.add_argument("--seeds", type=int, help="replicates of every (variant, config, steps) cell, seeds "
                         "seed .. seed+K-1, the same for both variants (default: smoke 2, phase grids 1)")
-    narrow.add_argument("--schedule", choices=("cosine", "wsd"), default="cosine",
-                        help="cosine: one trial per step count; wsd: one stable run per (variant, config) "
-                        "+ a cooldown trial per step count forked from its checkpoints (default cosine)")
+    narrow.add_argument("--schedule", choices=("cosine", "wsd"),
+                        help="cosine: one trial per step count; wsd: one stable run per (variant, config, seed) "
+                        "+ a cooldown trial per step count forked from its checkpoints (default: the grid's; "
+                        "smoke wsd, phase grids cosine)")
     narrow.add_argument("--cooldown-frac", type=float, default=0.2, help="wsd: share of each step count spent "
                         "decaying (default 0.2)")
     narrow.add_argument("--cooldown-shape", choices=("linear", "1-sqrt"), default="linear",
@@ -163,9 +164,10 @@ def check_not_absurd(args: SweepOptions, trials) -> None:
 
 def list_grids() -> int:
     for g in GRIDS.values():
-        n = len(g.variants) * len(g.configs) * len(g.steps) * g.seeds
+        per_family = len(g.steps) + (g.schedule == "wsd")  # wsd: + the stable trial
+        n = len(g.variants) * len(g.configs) * per_family * g.seeds
         print(f"{g.name:8s} {n:3d} trials  configs {','.join(g.configs)}  steps {','.join(map(str, g.steps))}  "
-              f"seeds {g.seeds}  - {g.description}")
+              f"seeds {g.seeds}  {g.schedule}  - {g.description}")
     return 0
 
 

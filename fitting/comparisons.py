@@ -41,6 +41,10 @@ def _pair(fs, ctx, full, boot, t, r):
         "meaning": (f"ref_to_match_treat(C) = C_{r}(L_{t}(C)) / C: how many times C the {r} needs to reach "
                     f"the loss the {t} reaches with C (>1: {t} is more compute-efficient); "
                     "treat_to_match_ref is the reverse"),
+        # a matched compute outside the other arm's measured range is the fitted curve's
+        # extrapolation, not a measurement: the report then states only the bound the data give
+        "measured_C": {a: [float(s["C"].min()), float(s["C"].max())]
+                       for a, s in fs.frame.groupby("group") if a in (t, r)},
     }
     out["exponent_difference"] = _value(full, boot, f"exponent_diff|{pk}|alpha")
     return out

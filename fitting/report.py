@@ -84,6 +84,24 @@ def _vision_lines(fits: dict) -> list[str]:
     return out + [""]
 
 
+def _extrapolated_match(em: dict, c: float, m, t: str, r: str) -> str | None:
+    """The data's bound on the multiplier when the matched compute m*C lies outside the range
+    the reference arm was measured at (then the fitted value is an extrapolation: not shown)."""
+    lo_hi = (em.get("measured_C") or {}).get(r)
+    if not lo_hi or m is None or not math.isfinite(m):
+        return None
+    lo, hi = lo_hi
+    if m * c < lo:
+        return (f"at {fmt(c, 3)} FLOPs the {r} already reaches the {t} loss below its smallest measured compute "
+                f"({fmt(lo, 3)} FLOPs): it needs < {fmt(lo / c, 3)}x the compute, a bound from the data (the "
+                f"fitted curve's extrapolation, {fmt(m, 3)}x, is not a measurement)")
+    if m * c > hi:
+        return (f"at {fmt(c, 3)} FLOPs the {r} does not reach the {t} loss within its largest measured compute "
+                f"({fmt(hi, 3)} FLOPs): it needs > {fmt(hi / c, 3)}x the compute, a bound from the data (the "
+                f"fitted curve's extrapolation, {fmt(m, 3)}x, is not a measurement)")
+    return None
+
+
 def _comparison_answer(name: str, c: dict, grid: list) -> str:
     t, r = c["treatment"], c["reference"]
     if c["status"] == "withheld":
@@ -93,14 +111,20 @@ def _comparison_answer(name: str, c: dict, grid: list) -> str:
     if c["status"] != "ok":
         est = ""
         if em:
-            est = (f" Point estimate only (no verdict): at {fmt(grid[i], 3)} FLOPs the {r} needs "
-                   f"{fmt(_num(_at(em['ref_to_match_treat']['value'], i)), 3)}x the compute to match the {t} loss.")
+            m = _num(_at(em["ref_to_match_treat"]["value"], i))
+            bound = _extrapolated_match(em, grid[i], m, t, r)
+            est = (f" The data give only a bound (no verdict): {bound}." if bound else
+                   f" Point estimate only (no verdict): at {fmt(grid[i], 3)} FLOPs the {r} needs "
+                   f"{fmt(m, 3)}x the compute to match the {t} loss.")
         return f"**{name}: not identified** — {c['reason']}.{est}"
     m = _num(_at(em["ref_to_match_treat"]["value"], i))
     ci = em["ref_to_match_treat"]["ci95"]
     lo, hi = (_num(_at(ci[0], i)), _num(_at(ci[1], i))) if ci else (None, None)
     parts = []
-    if m == float("inf"):
+    bound = _extrapolated_match(em, grid[i], m, t, r)
+    if bound:
+        parts.append(bound)
+    elif m == float("inf"):
         parts.append(f"at {fmt(grid[i], 3)} FLOPs the {t} reaches a loss the {r}'s fitted curve never reaches "
                      f"(its floor E lies above it)")
     elif m is not None:

@@ -188,11 +188,22 @@ def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
         "N": p["n_params"].to_numpy(float), "D": p[d_col].to_numpy(float),
         "C": p["flops"].to_numpy(float), "loss": p["eval_loss"].to_numpy(float),
         "loss_se": p["eval_loss_se"].to_numpy(float), "group": p["variant"].to_numpy(str),
-        "config": p["config"].to_numpy(str), "run_id": p["run_id"].to_numpy(str),
+        "config": p["config"].to_numpy(str), "run_id": _independent_run(p, opt["seed"]),
         "n_llm": p["n_params_llm"].to_numpy(float), "n_vision": p["n_params_vision"].to_numpy(float),
         "seed": opt["seed"], "steps": opt["trial_steps"], "loss_shuffled": opt["eval_loss_shuffled_frames"],
         "loss_shuffled_se": opt["eval_loss_shuffled_frames_se"],
     })
+
+
+def _independent_run(p: pd.DataFrame, seed: np.ndarray) -> np.ndarray:
+    """The bootstrap's unit for each point: its trial, except that a WSD family's cooldown trials
+    share one stable run (its noise and its data order up to the fork), so they are one run:
+    (variant, config, seed). Without a seed column each trial stays its own run."""
+    run = p["run_id"].to_numpy(str).astype(object)
+    wsd = (p["schedule"].to_numpy(str) == "wsd") & np.isfinite(seed)
+    fam = [f"wsd:{v}:{c}:s{int(s)}" for v, c, s in zip(p["variant"].to_numpy(str)[wsd], p["config"].to_numpy(str)[wsd], seed[wsd])]
+    run[wsd] = fam
+    return run.astype(str)
 
 
 def load_csv(path, n_col: str, loss_col: str, d_col: str | None = None, c_col: str | None = None,

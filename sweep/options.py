@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 
+from search_spaces.grids import GRIDS
 from search_spaces.sizes import ConfigError
 
 # a directory name inside --storage-path: no separators, no "." / "..", nothing hidden
@@ -87,6 +88,9 @@ class SweepOptions:
         values["variants"] = parse_list("--variants", raw.get("variants"))
         values["steps"] = parse_list("--steps", raw.get("steps"), int)
         values["milestones"] = parse_list("--milestones", raw.get("milestones"), int)
+        if raw.get("schedule") is None:  # the grid's default (an unknown grid fails later, in one place)
+            grid = GRIDS.get(raw.get("grid") or cls.grid)
+            values["schedule"] = grid.schedule if grid else cls.schedule
         return cls(**values, argv=tuple(argv))
 
     def __post_init__(self) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NARROW = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "5", "--no-fit"]
+NARROW = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "5", "--no-fit",
+          "--schedule", "cosine"]
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def test_unreachable_address_is_one_line_and_exit_2(scheme, capsys, monkeypatch,
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     address = f"{scheme}127.0.0.1:{free_port()}"  # nothing listens there
     t0 = time.monotonic()
-    rc = tune_scaling.main(["--grid", "smoke", "--configs", "T1-T1", "--steps", "10", "--seeds", "1", "--no-fit",
+    rc = tune_scaling.main(["--grid", "smoke", "--schedule", "cosine", "--configs", "T1-T1", "--steps", "10", "--seeds", "1", "--no-fit",
                             "--storage-path", str(tmp_path), "--address", address])
     assert rc == 2 and time.monotonic() - t0 < 20
     err = capsys.readouterr().err.strip()
@@ -112,7 +112,7 @@ def test_two_node_cluster_runs_the_trials_on_both_nodes(tmp_path, monkeypatch):
     try:
         cluster.add_node(num_cpus=1, temp_dir=temp_dir)
         cluster.wait_for_nodes()
-        rc = tune_scaling.main(["--grid", "smoke", "--configs", "T1-T1", "--steps", "30", "--seeds", "1", "--no-fit",
+        rc = tune_scaling.main(["--grid", "smoke", "--schedule", "cosine", "--configs", "T1-T1", "--steps", "30", "--seeds", "1", "--no-fit",
                                 "--storage-path", str(tmp_path / "res"), "--name", "two",
                                 "--address", cluster.address, "--cpus-per-trial", "1", "--max-concurrent", "2"])
         assert rc == 0

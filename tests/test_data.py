@@ -373,3 +373,24 @@ def test_the_host_memory_plan_includes_the_loader_prefetch():
     (row,) = dry_run_rows([cfg], gpu_mem_gib=24.0)
     assert not row["offload"]
     assert row["host_mem_gib"] * GIB == pytest.approx(HOST_BASE_BYTES + 4.0 * row["n_params"] + loader)
+
+
+def test_a_small_split_is_cached_once_per_process_and_a_large_one_never(monkeypatch):
+    """The smoke set is read for several epochs: its clips are computed once and then shared
+    (read-only, so no reader can change the cached copy); a split over the budget is never kept."""
+    monkeypatch.setattr(synthetic, "_CACHE", {})
+    monkeypatch.setattr(synthetic, "_cached_bytes", 0)
+    small = synthetic.SyntheticClips(seed=11, split="train", size=4, frames=2, image_size=56)
+    first, again = small[3], small[3]
+    assert first["frames"] is again["frames"] and not first["frames"].flags.writeable
+    with pytest.raises(ValueError):
+        first["frames"][0, 0, 0, 0] = 1
+    fresh = synthetic.make_clip(np.random.default_rng(synthetic._clip_seed(11, "train", 3)), 2, 56)
+    assert np.array_equal(first["frames"], fresh[0]) and first["caption"] == fresh[1]
+    monkeypatch.setattr(synthetic, "CACHE_BYTES", 3 * 2 * 56 * 56 * 3)  # room for 3 clips
+    big = synthetic.SyntheticClips(seed=12, split="train", size=4, frames=2, image_size=56)
+    assert not big.cached and big[0]["frames"] is not big[0]["frames"]
+    fits = synthetic.SyntheticClips(seed=13, split="train", size=3, frames=2, image_size=56)
+    for i in range(3):
+        fits[i]
+    assert synthetic._cached_bytes <= synthetic.CACHE_BYTES  # the budget is a hard bound

@@ -145,3 +145,42 @@ def test_csv_cli_one_size_with_run_exits_0(tmp_path):
     assert fits["laws"]["L(D)"]["all"]["n_points"] == 80 and fits["laws"]["L(D)"]["all"]["n_available"] == 80
     report = (tmp_path / "o" / "report.md").read_text()
     assert "L(D) fitted instead" in report and "exponents in N are not identifiable" in report
+
+
+def test_wsd_cooldowns_of_one_stable_run_are_one_bootstrap_unit():
+    """Cooldown trials forked from one stable run share its noise up to the fork: the bootstrap
+    must resample that family whole, and count it as one run (verdicts need >= 3 runs)."""
+    from fitting.table import fit_frame
+
+    rows = []
+    for seed in (0, 1):
+        for i, (phase, steps) in enumerate((("stable", 480), ("cooldown", 150), ("cooldown", 300), ("cooldown", 600))):
+            rows.append({"run_id": f"t{seed}{i}", "variant": "baseline", "config": "T1-T1", "seed": seed,
+                         "schedule": "wsd", "wsd_phase": phase, "step": steps, "trial_steps": steps,
+                         "samples": steps * 16, "flops": steps * 1e9, "eval_loss": 1.0, "eval_loss_se": 0.01,
+                         "n_params": 1e5, "n_params_llm": 5e4, "n_params_vision": 5e4})
+    rows.append({**rows[1], "run_id": "c0", "schedule": "cosine", "wsd_phase": ""})
+    frame = fit_frame(pd.DataFrame(rows))
+    assert len(frame) == 7  # the stable trials' rows are never points
+    wsd = frame[frame["run_id"].str.startswith("wsd:")]
+    assert sorted(wsd["run_id"].unique()) == ["wsd:baseline:T1-T1:s0", "wsd:baseline:T1-T1:s1"]
+    assert wsd.groupby("run_id").size().tolist() == [3, 3]
+    assert "c0" in set(frame["run_id"])  # a cosine trial stays its own run
+    assert honest.runs_per_group(frame)["baseline"] == 3
+
+
+def test_a_multiplier_outside_the_reference_arms_measured_compute_is_a_bound():
+    from fitting.report import _comparison_answer
+
+    em = {"ref_to_match_treat": {"value": [1e-12, 1e-12, 1e-12], "ci95": [[0, 0, 0], [6e-4, 6e-4, 6e-4]]},
+          "measured_C": {"baseline": [1.77e11, 1e13], "foveated": [7.5e10, 4e12]}}
+    c = {"treatment": "foveated", "reference": "baseline", "status": "ok", "efficiency_multiplier": em,
+         "crossover": {}, "exponent_difference": {}}
+    text = _comparison_answer("foveated vs baseline", c, [1e11, 4.05e11, 1e12])
+    assert "below its smallest measured compute" in text and "< 0.437x" in text
+    assert "95% CI" not in text and "excludes 1" not in text  # no interval for an extrapolation
+    em["measured_C"]["baseline"] = [1e10, 1e13]  # matched compute 4e-1 FLOPs: still below
+    em["ref_to_match_treat"]["value"] = [2.0, 2.0, 2.0]
+    em["ref_to_match_treat"]["ci95"] = [[1.5, 1.5, 1.5], [2.5, 2.5, 2.5]]
+    text = _comparison_answer("foveated vs baseline", c, [1e11, 4.05e11, 1e12])
+    assert "needs 2x (95% CI [1.5, 2.5])" in text and "excludes 1" in text  # inside the data: a finding

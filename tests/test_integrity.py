@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGV = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "4", "--seeds", "1",
+ARGV = ["--grid", "smoke", "--schedule", "cosine", "--configs", "T1-T1", "--variants", "baseline", "--steps", "4", "--seeds", "1",
         "--no-fit", "--max-concurrent", "1"]
 
 

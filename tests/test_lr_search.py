@@ -60,7 +60,7 @@ def test_lr_search_persists_the_study_and_the_grid_trains_with_its_best_lr(tmp_p
     import ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    common = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "foveated", "--seeds", "1", "--storage-path",
+    common = ["--grid", "smoke", "--schedule", "cosine", "--configs", "T1-T1", "--variants", "foveated", "--seeds", "1", "--storage-path",
               str(tmp_path / "res"), "--name", "lrs", "--no-fit", "--max-concurrent", "2"]
     search = common + ["--lr-search", "--lr-trials", "2", "--lr-steps", "8", "--lr-min", "1e-3", "--lr-max", "8e-3"]
     try:

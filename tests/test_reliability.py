@@ -38,7 +38,7 @@ from trainables import checkpoint as ckpt
 ROOT = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("RELIABILITY_SEED", "8"))  # the random kill points; printed by the tests
 SHORT, LONG = 20, 60
-GRID = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", f"{SHORT},{LONG}",
+GRID = ["--grid", "smoke", "--schedule", "cosine", "--configs", "T1-T1", "--variants", "baseline", "--steps", f"{SHORT},{LONG}",
         "--milestones", "10,20,30,40,50", "--deterministic", "--seeds", "1"]
 NAMES = {SHORT: f"baseline_T1-T1_{SHORT}_s0", LONG: f"baseline_T1-T1_{LONG}_s0"}
 RUN_TIMEOUT = 300  # one driver run takes ~30-60 s on 2 busy cores

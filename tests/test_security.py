@@ -14,7 +14,8 @@ import torch
 from trainables import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
-NARROW = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "5", "--no-fit"]
+NARROW = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "5", "--no-fit",
+          "--schedule", "cosine"]
 
 
 def project_sources() -> list[Path]:

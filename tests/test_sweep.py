@@ -214,7 +214,7 @@ def test_sweep_updates_live_plot_writes_tensorboard_and_resumes_it(tmp_path, mon
     import ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    argv = ["--grid", "smoke", "--configs", "T1-T1", "--steps", "24", "--seeds", "1", "--milestones", "8,16", "--no-fit",
+    argv = ["--grid", "smoke", "--schedule", "cosine", "--configs", "T1-T1", "--steps", "24", "--seeds", "1", "--milestones", "8,16", "--no-fit",
             "--storage-path", str(tmp_path / "res"), "--name", "live", "--plot-interval", "0",
             "--max-concurrent", "1", "--cpus-per-trial", "1"]
     exp = tmp_path / "res" / "live"
@@ -246,3 +246,14 @@ def test_sweep_updates_live_plot_writes_tensorboard_and_resumes_it(tmp_path, mon
         ray.shutdown()
     assert "resuming experiment" in capsys.readouterr().out
     assert (exp / "live_scaling.png").stat().st_size > 1000
+
+
+def test_each_grid_brings_its_default_schedule_and_the_flag_overrides_it():
+    """The offline smoke study runs WSD (one stable run serves its three step counts: the
+    compute that fits its 10-minute budget); phase grids stay cosine; --schedule wins."""
+    assert GRIDS["smoke"].schedule == "wsd" and GRIDS["phase4"].schedule == "cosine"
+    assert tune_scaling.parse_args(["--grid", "smoke"]).schedule == "wsd"
+    assert tune_scaling.parse_args([]).schedule == "wsd"  # smoke is the default grid
+    assert tune_scaling.parse_args(["--grid", "phase1"]).schedule == "cosine"
+    assert tune_scaling.parse_args(["--grid", "smoke", "--schedule", "cosine"]).schedule == "cosine"
+    assert tune_scaling.parse_args(["--grid", "phase1", "--schedule", "wsd"]).schedule == "wsd"

@@ -13,10 +13,16 @@ grammar but must guess every content word, so caption loss with the true frames 
 clearly below the loss with another clip's frames.
 
 Clip i is generated from its own RNG seeded by (seed, split, i): the set is deterministic and
-any clip can be regenerated alone. Nothing is stored: `SyntheticClips` computes clip i when it
-is read (O(1) memory and disk in the set size; the same clip for the same index everywhere).
+any clip can be regenerated alone. Nothing is written: `SyntheticClips` computes clip i when it
+is read (the same clip for the same index everywhere). A split small enough to fit in
+`CACHE_BYTES` (the smoke grid's: 2,048 clips = 77 MB) is also kept in memory after its first
+read, once per process, because a trial reads it for several epochs and a reused Ray worker
+reads it again in the next trial; a larger split (phase size: 20,000 x 1.2 MB) is never cached,
+so memory stays O(1) in the set size.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -37,6 +43,13 @@ GREY_LEVELS = (90, 130)  # distractor brightness range: well above the noise, no
 NOISE_SHIFT = 2  # background noise: random bytes >> 2, i.e. 0..63 (bytes: 3x faster than integers)
 OBJECT_FRACTION = 3 / 8  # object side / frame side: 21 px at 56 (1.5 patches of 14 px)
 TRAVEL_FRACTION = 0.5  # a moving target crosses this share of the free span over the clip
+# A whole split is cached when it fits in this many bytes (env FOVEATED_CLIP_CACHE_MB; 0: off).
+# A partial cache of a larger, randomly read split would hit budget/size of the time: not worth it.
+CACHE_BYTES = int(float(os.environ.get("FOVEATED_CLIP_CACHE_MB", 256)) * 2**20)
+# (seed, split, frames, image_size, index) -> (read-only frames, caption); per process, at most
+# CACHE_BYTES of frames in all (past that, clips are computed and not kept)
+_CACHE: dict[tuple, tuple[np.ndarray, str]] = {}
+_cached_bytes = 0
 
 
 def vocabulary() -> list[str]:
@@ -107,13 +120,29 @@ def _clip_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
 class SyntheticClips:
     """A read-only, random-access view of the set: row i = {"frames": (T,H,W,3) uint8, "caption"}.
 
-    Rows are computed on demand from (seed, split, i); only the five numbers are kept, so a
-    DataLoader worker receives it for free and 20,000 clips cost no more than 20.
+    Rows are computed on demand from (seed, split, i); the object holds only the five numbers, so
+    a DataLoader worker receives it for free and 20,000 clips cost no more than 20 (the
+    process-wide cache above keeps a small split's clips, never a large one's).
     """
 
     def __init__(self, seed: int, split: str, size: int, frames: int, image_size: int):
         _clip_seed(seed, split, 0)  # refuses an unknown split now, not at the first read
         self.seed, self.split, self.size, self.frames, self.image_size = seed, split, size, frames, image_size
+        # clip i does not depend on the set's size, so sets of different sizes share one cache
+        self.cached = size * frames * image_size * image_size * 3 <= CACHE_BYTES
+
+    def _clip(self, index: int) -> tuple[np.ndarray, str]:
+        global _cached_bytes
+        key = (self.seed, self.split, self.frames, self.image_size, index)
+        if key in _CACHE:
+            return _CACHE[key]
+        video, caption = make_clip(np.random.default_rng(_clip_seed(self.seed, self.split, index)),
+                                   self.frames, self.image_size)
+        if self.cached and _cached_bytes + video.nbytes <= CACHE_BYTES:
+            video.setflags(write=False)  # shared by every later read: a reader must copy to change it
+            _CACHE[key] = (video, caption)
+            _cached_bytes += video.nbytes
+        return video, caption
 
     def __len__(self) -> int:
         return self.size
@@ -121,6 +150,5 @@ class SyntheticClips:
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.size:
             raise IndexError(f"synthetic {self.split} clip {index} of {self.size}")
-        video, caption = make_clip(np.random.default_rng(_clip_seed(self.seed, self.split, int(index))),
-                                   self.frames, self.image_size)
+        video, caption = self._clip(int(index))
         return {"frames": video, "caption": caption}
