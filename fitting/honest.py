@@ -5,11 +5,16 @@
   as bounds (their log-coefficient runs to -inf).
 - A zero-width interval (every resample gave the same value) is not a 95% interval.
 - E above the lowest loss the law was fitted to is flagged: the law's floor is not a floor.
+- An interval that ends on an exponent's box bound (or E's at 0) is kept but flagged: the box cut
+  it, so the real uncertainty on that side is larger than printed.
 - A verdict (an interval excluding 1 or 0) needs MIN_RUNS independent runs in each arm.
 """
 from __future__ import annotations
 
 import math
+
+from fitting.engine import EXPONENT_BOUNDS
+from fitting.laws import BOUND_RTOL, LAWS
 
 MIN_RUNS = 3
 ZERO_WIDTH_RTOL = 1e-9
@@ -37,10 +42,24 @@ def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tup
             f.append(f"E above the lowest fitted loss ({min_loss:.4g})")
         if ci.get(k) is None and not f:
             f.append("no CI")
+        elif not f and _ci_end_at_bound(k, ci.get(k), getattr(fit, "law", None)):
+            f.append("CI ends at the exponent bound" if k != "E" else "CI reaches E = 0")
         flags[k] = f
         bad = any(x in ("at bound", "E at lower bound (0)", "zero-width CI") for x in f)
         clean[k] = None if bad else ci.get(k)
     return flags, clean
+
+
+def _ci_end_at_bound(name: str, ci, law) -> bool:
+    if not ci or ci[0] is None or ci[1] is None or law not in LAWS:
+        return False
+    lo, hi = float(ci[0]), float(ci[1])
+    if name == "E":
+        return lo <= BOUND_RTOL * max(abs(hi), 1e-300)
+    if name not in LAWS[law][1]:  # coefficients are unbounded (fitted in log space)
+        return False
+    b_lo, b_hi = EXPONENT_BOUNDS
+    return lo <= b_lo + BOUND_RTOL * max(abs(b_lo), 1.0) or hi >= b_hi - BOUND_RTOL * abs(b_hi)
 
 
 def runs_per_group(frame) -> dict:

@@ -102,6 +102,20 @@ def _extrapolated_match(em: dict, c: float, m, t: str, r: str) -> str | None:
     return None
 
 
+def _table_cell(v, ci, c: float, measured: dict, arm: str | None, arms: tuple) -> str:
+    """A multiplier (arm: the arm whose compute is matched) or a loss ratio (arm None) at C."""
+    if arm is None:
+        outside = [a for a in arms if a in measured and not measured[a][0] <= c <= measured[a][1]]
+        return with_ci(v, ci) + (" (extrapolated)" if outside else "")
+    lo_hi = measured.get(arm)
+    if lo_hi and v is not None and math.isfinite(v):
+        if v * c < lo_hi[0]:
+            return f"< {fmt(lo_hi[0] / c, 3)} (data bound)"
+        if v * c > lo_hi[1]:
+            return f"> {fmt(lo_hi[1] / c, 3)} (data bound)"
+    return with_ci(v, ci)
+
+
 def _comparison_answer(name: str, c: dict, grid: list) -> str:
     t, r = c["treatment"], c["reference"]
     if c["status"] == "withheld":
@@ -212,13 +226,16 @@ def render(fits: dict) -> str:
         out += [f"**{name}** ({c['status']}{': ' + c['reason'] if c['reason'] else ''})", "",
                 f"| C (FLOPs) | {r} compute to match {t} / C | {t} compute to match {r} / C | loss ratio {t}/{r} |",
                 "|---|---|---|---|"]
+        measured = em.get("measured_C") or {}
         for i in (0, len(grid) // 2, len(grid) - 1):
             cells = []
-            for x in (em["ref_to_match_treat"], em["treat_to_match_ref"], c["loss_ratio"]):
+            for x, arm in ((em["ref_to_match_treat"], r), (em["treat_to_match_ref"], t), (c["loss_ratio"], None)):
                 ci = [_at(x["ci95"][0], i), _at(x["ci95"][1], i)] if (x["ci95"] and show) else None
-                cells.append(with_ci(_at(x["value"], i), ci))
+                cells.append(_table_cell(_num(_at(x["value"], i)), ci, grid[i], measured, arm, (t, r)))
             out.append(f"| {fmt(grid[i], 3)} | " + " | ".join(cells) + " |")
-        out += ["", em["meaning"] + ".", ""]
+        out += ["", em["meaning"] + ". A matched compute outside the matching arm's measured range is "
+                "shown as the bound the data give, and a loss ratio at a C where an arm has no data as "
+                "extrapolated.", ""]
     out += ["### Optimal allocation (from L(N,D); C = k N D with k fitted per group)", ""]
     for g, a in d.get("optimal_allocation", {}).items():
         if a["status"] == "withheld":

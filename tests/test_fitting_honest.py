@@ -184,3 +184,18 @@ def test_a_multiplier_outside_the_reference_arms_measured_compute_is_a_bound():
     em["ref_to_match_treat"]["ci95"] = [[1.5, 1.5, 1.5], [2.5, 2.5, 2.5]]
     text = _comparison_answer("foveated vs baseline", c, [1e11, 4.05e11, 1e12])
     assert "needs 2x (95% CI [1.5, 2.5])" in text and "excludes 1" in text  # inside the data: a finding
+
+
+def test_an_interval_cut_by_the_exponent_box_is_flagged_not_hidden():
+    from types import SimpleNamespace
+
+    fit = SimpleNamespace(law="L(C)", params_at_bound=lambda g: {"E": False, "A": False, "alpha": False})
+    params = {"E": 0.5, "A": 10.0, "alpha": 3.3}
+    flags, ci = honest.param_flags(fit, "baseline", params,
+                                   {"E": [0.0, 0.6], "A": [1.0, 1e9], "alpha": [0.49, 10.0]}, min_loss=0.7)
+    assert flags["alpha"] == ["CI ends at the exponent bound"] and ci["alpha"] == [0.49, 10.0]
+    assert flags["E"] == ["CI reaches E = 0"] and flags["A"] == []
+    flags, _ = honest.param_flags(fit, "baseline", params,
+                                  {"E": [0.3, 0.6], "A": [1.0, 1e9], "alpha": [0.49, 9.0]}, min_loss=0.7)
+    assert flags == {"E": [], "A": [], "alpha": []}
+    assert "(CI ends at the exponent bound)" in with_ci(3.3, [0.49, 10.0], ["CI ends at the exponent bound"])
