@@ -69,6 +69,9 @@ class Variant:
 REGISTRY: dict[str, Variant] = {v.name: v for v in (
     Variant("foveated", FOVEATED, 1, "1 token per frame, placed where the LLM asks to look"),
     Variant("baseline", POOLED, 16, "16 tokens per frame: the patch grid average-pooled to 4x4"),
+    # the control: the baseline's encoder, projector and pooling with 1 token per frame, so that
+    # foveated vs pooled1 compares *where* the one token comes from at equal token count
+    Variant("pooled1", POOLED, 1, "1 token per frame: the patch grid mean-pooled to 1x1"),
 )}
 
 
