@@ -16,7 +16,7 @@ import json
 import sys
 
 from search_spaces.grids import GRIDS, expand, get_grid
-from search_spaces.sizes import ConfigError
+from search_spaces.sizes import VARIANTS, ConfigError
 from sweep.options import ABSURD_GPU_HOURS, SweepOptions
 
 def parse_args(argv: list[str] | None = None) -> SweepOptions:
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> SweepOptions:
                    f"{ABSURD_GPU_HOURS:,.0f} GPU-hours")
     narrow = p.add_argument_group("narrow or change the grid")
     narrow.add_argument("--configs", help="comma-separated config ids, e.g. S-S,M-S")
-    narrow.add_argument("--variants", help="comma-separated: foveated,baseline")
+    narrow.add_argument("--variants", help=f"comma-separated, from {','.join(VARIANTS)} (default: the grid's)")
     narrow.add_argument("--steps", help="comma-separated step counts, e.g. 100,300")
     narrow.add_argument("--init", choices=("random", "pretrained"), help="backbone initialisation")
     narrow.add_argument("--dataset", help="'synthetic', a hub id, a save_to_disk directory or parquet files")

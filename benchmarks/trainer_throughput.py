@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from search_spaces.sizes import VARIANTS  # noqa: E402
 from search_spaces.trial import TrialConfig  # noqa: E402
 from trainables.flops import peak_flops, trial_flops_per_sample  # noqa: E402
 
@@ -224,7 +225,7 @@ def make_config(args) -> tuple[TrialConfig, dict | None]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="L-S")
-    p.add_argument("--variant", default="baseline", choices=("baseline", "foveated"))
+    p.add_argument("--variant", default="baseline", choices=VARIANTS)
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--grad-accum", type=int, default=1)

@@ -79,7 +79,7 @@ def init_shares(a) -> None:
     torch.set_num_threads(1)
     for config in a.configs or ["T1-T1", "T1-T2", "T2-T2"]:
         row = [config]
-        for variant in ("foveated", "baseline"):
+        for variant in a.variants:
             vals = []
             for seed in a.seeds:
                 (cfg,) = expand("smoke", [config], [variant], [10], {"seed": seed, "eval_size": 64})

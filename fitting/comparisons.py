@@ -12,6 +12,18 @@ import numpy as np
 from fitting import derived as dv
 from fitting import honest
 
+# What each comparison of the study's arms answers (design notes); a pair of other arms gets "".
+QUESTIONS = {
+    frozenset(("foveated", "baseline")): ("the headline: does 1 token per frame, placed where the LLM asks to "
+                                          "look, beat 16 pooled tokens per frame?"),
+    frozenset(("foveated", "pooled1")): "does looking in the right place pay, at equal token count (1 per frame)?",
+    frozenset(("baseline", "pooled1")): "what does token count alone buy (16 vs 1 mean-pooled token per frame)?",
+}
+
+
+def question(t: str, r: str) -> str:
+    return QUESTIONS.get(frozenset((t, r)), "")
+
 
 def _ci(boot, key):
     b = boot.get(key)
@@ -78,7 +90,7 @@ def derived(fs, ctx, full, boot, laws, vision, require_vision, runs) -> dict:
     comps = {}
     computed = set(map(tuple, ctx["pairs"]))
     for t, r in dv.pairs(fs.groups):
-        rec = {"treatment": t, "reference": r}
+        rec = {"treatment": t, "reference": r, "question": question(t, r)}
         flags = {a: _law_flags(laws, "L(C)", a) for a in (t, r)}
         status, reason = honest.comparison_status([t, r], vision, require_vision, runs, flags)
         if (t, r) in computed and status != "withheld":

@@ -6,6 +6,7 @@ so importing the fitting package stays cheap.
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ import pandas as pd
 from fitting import derived, isoflop
 
 log = logging.getLogger("fitting")
-MARKERS = {"foveated": "o", "baseline": "s"}
-LINES = {"foveated": "-", "baseline": "--"}
+# (marker, line style) per arm: fixed for the study's arms, any other group name gets one of
+# OTHER_STYLES by a stable hash of its name (the same in every plot), never a KeyError
+STYLES = {"foveated": ("o", "-"), "baseline": ("s", "--"), "pooled1": ("D", "-.")}
+OTHER_STYLES = tuple((m, ls) for ls in (":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))) for m in ("^", "v", "P", "X"))
 MAX_LEGEND_CONFIGS = 12  # beyond this, colour by model size with a colour bar instead
 
 
@@ -49,8 +52,11 @@ def make_all(fs, ctx, fits, boot, out: Path) -> list[dict]:
     return done
 
 
-def _style(g):
-    return MARKERS.get(g, "^"), LINES.get(g, ":")
+def _style(g) -> tuple:
+    """(marker, line style) of group g."""
+    if g in STYLES:
+        return STYLES[g]
+    return OTHER_STYLES[zlib.crc32(str(g).encode()) % len(OTHER_STYLES)]
 
 
 def _config_colors(frame):

@@ -172,7 +172,9 @@ def _comparison_answer(name: str, c: dict, grid: list) -> str:
 def _answer(fits: dict) -> list[str]:
     d = fits["derived"]
     comps = d.get("comparisons", {})
-    out = [f"- {_comparison_answer(k, c, d['compute_grid'])}" for k, c in comps.items()]
+    asks = [f"- {k}: {c['question']}" for k, c in comps.items() if c.get("question")]
+    out = ["Which comparison answers which question:", ""] + asks + [""] if asks else []
+    out += [f"- {_comparison_answer(k, c, d['compute_grid'])}" for k, c in comps.items()]
     if not comps:
         out.append("- No comparison between arms: one group only.")
     for g, a in d.get("optimal_allocation", {}).items():
@@ -218,12 +220,13 @@ def render(fits: dict) -> str:
     grid = d["compute_grid"]
     for name, c in d.get("comparisons", {}).items():
         em = c.get("efficiency_multiplier")
+        asks = f" — question: {c['question']}" if c.get("question") else ""
         if not em:
-            out += [f"- {name}: {c['status']} — {c['reason']}", ""]
+            out += [f"- {name}: {c['status']} — {c['reason']}{asks}", ""]
             continue
         t, r = c["treatment"], c["reference"]
         show = c["status"] == "ok"  # a comparison that is not identified shows estimates only
-        out += [f"**{name}** ({c['status']}{': ' + c['reason'] if c['reason'] else ''})", "",
+        out += [f"**{name}** ({c['status']}{': ' + c['reason'] if c['reason'] else ''}){asks}", "",
                 f"| C (FLOPs) | {r} compute to match {t} / C | {t} compute to match {r} / C | loss ratio {t}/{r} |",
                 "|---|---|---|---|"]
         measured = em.get("measured_C") or {}

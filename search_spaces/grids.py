@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from search_spaces.sizes import REAL_CONFIGS, VARIANTS, ConfigError, parse_config_id
+from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS, ConfigError, parse_config_id
 from search_spaces.trial import TrialConfig
 
 SEED_STEPS = (100, 300, 1000, 3000)
@@ -36,7 +36,7 @@ class Grid:
     configs: tuple[str, ...]
     steps: tuple[int, ...]
     settings: dict = field(default_factory=dict)
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = GRID_VARIANTS
     plan_batches: bool = True  # micro-batch / offload / checkpointing from the GPU planner
     # replicates per (variant, config, steps) cell the CLI runs by default (--seeds overrides):
     # seeds seed .. seed+K-1 drive model init and data order; the data set (dataset_seed) is shared

@@ -68,7 +68,11 @@ VIT_SIZES: dict[str, ViTSize] = {
 }
 
 REAL_CONFIGS = tuple(f"{l}-{v}" for l in "SML" for v in "SBL")
-VARIANTS = ("foveated", "baseline")
+# The study's arms by name, as data: TrialConfig validates a variant without importing trainables.
+# Each name is one spec in trainables/variants.py (tests/test_variants.py checks both agree).
+VARIANTS = ("foveated", "baseline", "pooled1")
+# The arms a grid runs unless --variants names others: the headline comparison.
+GRID_VARIANTS = ("foveated", "baseline")
 
 
 def parse_config_id(config: str) -> tuple[LLMSize, ViTSize]:

@@ -25,7 +25,7 @@ def wsd_fork_step(steps: int, cooldown_frac: float) -> int:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    variant: str  # "foveated" | "baseline"
+    variant: str  # one of sizes.VARIANTS, e.g. "foveated" | "baseline"
     config: str  # "<LLM>-<ViT>", e.g. "S-B"
     steps: int  # optimizer steps of this trial
     milestones: tuple[int, ...] = ()  # steps at which to evaluate + checkpoint (always incl. `steps`)

@@ -22,15 +22,26 @@ import os
 import tempfile
 import threading
 import time
+import zlib
 
 from ray.tune import Callback
 
 logger = logging.getLogger(__name__)
 
 PLOT_NAME = "live_scaling.png"
-VARIANT_COLOURS = {"foveated": "tab:blue", "baseline": "tab:orange"}
+# fixed colours for the study's arms; any other arm name gets one from OTHER_COLOURS (never a KeyError)
+VARIANT_COLOURS = {"foveated": "tab:blue", "baseline": "tab:orange", "pooled1": "tab:green"}
+OTHER_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 # (linestyle, marker) per config in first-seen order: 4 dash styles x 3 markers covers phase4's 9
 STYLES = [(ls, m) for m in ("o", "s", "^") for ls in ("-", "--", ":", "-.")]
+
+
+def variant_colour(variant: str) -> str:
+    """The arm's colour: fixed for the known arms, else picked by a stable hash of the name (the
+    same in every redraw and every run)."""
+    if variant in VARIANT_COLOURS:
+        return VARIANT_COLOURS[variant]
+    return OTHER_COLOURS[zlib.crc32(str(variant).encode()) % len(OTHER_COLOURS)]
 
 
 class LiveScalingPlot(Callback):
@@ -183,7 +194,7 @@ class LiveScalingPlot(Callback):
             n_points += len(pts)
             ls, marker = self.style(e["config"], configs)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=ls, marker=marker, markersize=4,
-                    color=VARIANT_COLOURS.get(e["variant"], "tab:gray"), alpha=0.85, linewidth=1.3)
+                    color=variant_colour(e["variant"]), alpha=0.85, linewidth=1.3)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("cumulative training FLOPs")
@@ -194,7 +205,7 @@ class LiveScalingPlot(Callback):
         # two legends: colour = variant, style = config (one entry per trial would not fit phase4)
         variants = sorted({e["variant"] for e in trials.values()})
         seen = {e["config"] for e in trials.values()}
-        h1 = [Line2D([], [], color=VARIANT_COLOURS.get(v, "tab:gray"), label=v) for v in variants]
+        h1 = [Line2D([], [], color=variant_colour(v), label=v) for v in variants]
         h2 = [Line2D([], [], color="black", linestyle=self.style(c, configs)[0], marker=self.style(c, configs)[1],
                      markersize=4, label=c) for c in configs if c in seen]
         first = ax.legend(handles=h1, loc="upper right", fontsize=8, title="variant")

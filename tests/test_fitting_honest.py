@@ -47,6 +47,23 @@ def test_blind_arm_is_reported_and_its_comparisons_withheld(blind_foveated):
     assert on_disk["vision"]["foveated"]["uses_frames"] is False
 
 
+def test_three_arm_report_names_what_each_comparison_answers(blind_foveated):
+    fits, out = blind_foveated
+    comps = fits["derived"]["comparisons"]
+    assert "headline" in comps["foveated vs baseline"]["question"]
+    assert "looking in the right place" in comps["foveated vs pooled1"]["question"]
+    assert "token count alone" in comps["baseline vs pooled1"]["question"]
+    report = (out / "report.md").read_text()
+    answer = report.split("## Answer")[1].split("## Seeds")[0]
+    assert "Which comparison answers which question:" in answer
+    for name, c in comps.items():
+        assert f"- {name}: {c['question']}" in answer
+    # the computed comparison's table is titled with its question too
+    assert f"**baseline vs pooled1** ({comps['baseline vs pooled1']['status']}" in report
+    assert f"— question: {comps['baseline vs pooled1']['question']}" in report
+    assert json.loads((out / "fits.json").read_text())["derived"]["comparisons"]["foveated vs pooled1"]["question"]
+
+
 def test_seed_spread_reported_next_to_eval_se(blind_foveated):
     fits, out = blind_foveated
     s = fits["seeds"]

@@ -38,7 +38,7 @@ def _measure(model, batch: dict, backward: bool) -> float:
 
 @pytest.mark.parametrize("frames", [1, 3])
 @pytest.mark.parametrize("config", ["T1-T1", "T1-T2", "T2-T1", "T2-T2"])
-@pytest.mark.parametrize("variant", ["foveated", "baseline"])
+@pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_train_flops_match_flop_counter_tiny(variant: str, config: str, frames: int) -> None:
     torch.manual_seed(0)
     cfg = TrialConfig(variant=variant, config=config, steps=1, image_size=56, frames=frames, text_len=11)
@@ -58,7 +58,7 @@ def meta_safe_masks(monkeypatch):
 
 
 @pytest.mark.parametrize("config", ["M-S", "S-L"])
-@pytest.mark.parametrize("variant", ["foveated", "baseline"])
+@pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_flops_match_flop_counter_real_sizes_on_meta(variant: str, config: str, meta_safe_masks) -> None:
     """Real sizes at 224 px (position-embedding interpolation included), no memory used."""
     cfg = TrialConfig(variant=variant, config=config, steps=1, frames=4, text_len=24)
@@ -91,6 +91,14 @@ def test_foveated_runs_the_llm_twice_and_skips_the_coarse_pass_for_one_frame() -
     # the cached foveated ViT skips the last layer's attention + MLP of the patches
     assert eight["vit"] < base["vit"]
     assert base["lm_head"] == eight["lm_head"] == 2 * 64 * llm.hidden * llm.vocab_size
+
+
+def test_pooled1_is_the_baseline_with_one_token_per_frame() -> None:
+    llm, vit = LLM_SIZES["S"], VIT_SIZES["S"]
+    base, one = flops_breakdown("baseline", llm, vit, 8, 64), flops_breakdown("pooled1", llm, vit, 8, 64)
+    assert one["vit"] == base["vit"] and one["patch_embed"] == base["patch_embed"] and one["query"] == 0
+    assert one["projector"] * 16 == base["projector"]
+    assert one["llm"] == flops_breakdown("foveated", llm, vit, 1, 71)["llm"]  # one pass over 8 + 64 positions
 
 
 def test_all_real_configs_positive_and_ordered() -> None:

@@ -59,7 +59,7 @@ def measure(cfg: TrialConfig, ckpt: bool) -> tuple[int, float]:
 
 
 @pytest.mark.parametrize("ckpt", [False, True], ids=["no-ckpt", "ckpt"])
-@pytest.mark.parametrize("variant", ["foveated", "baseline"])
+@pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_activation_formula_matches_saved_tensors(variant, ckpt):
     got, pred = measure(tiny(variant), ckpt)
     assert abs(pred / got - 1) < TOLERANCE, f"predicted {pred:.0f} B vs saved {got} B"
@@ -67,13 +67,13 @@ def test_activation_formula_matches_saved_tensors(variant, ckpt):
 
 @pytest.mark.parametrize("kw", [dict(precision="fp32", config="T1-T2"), dict(frames=1, micro_batch=1, global_batch=1)],
                          ids=["fp32", "one-frame"])
-@pytest.mark.parametrize("variant", ["foveated", "baseline"])
+@pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_activation_formula_other_shapes(variant, kw):
     got, pred = measure(tiny(variant, **kw), ckpt=False)
     assert abs(pred / got - 1) < TOLERANCE, f"predicted {pred:.0f} B vs saved {got} B"
 
 
-@pytest.mark.parametrize("variant", ["foveated", "baseline"])
+@pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_param_counts_are_the_built_models(variant):
     cfg = tiny(variant, config="T1-T2")
     torch.manual_seed(0)
@@ -135,7 +135,9 @@ def test_param_table_is_the_meta_builds():
     from trainables import param_table
     from trainables.memory import ParamCounts, build_param_counts
 
-    assert len(param_table.COUNTS) == 18
+    from search_spaces.sizes import REAL_CONFIGS, VARIANTS
+
+    assert set(param_table.COUNTS) == {(v, c) for v in VARIANTS for c in REAL_CONFIGS}  # every arm: 27
     for (variant, config), row in param_table.COUNTS.items():
         built = build_param_counts(variant, config, param_table.QUERY_DIM, param_table.VOCAB_SIZE)
         assert ParamCounts(*row) == built, (variant, config)

@@ -37,7 +37,7 @@ def make_batch(B: int = 2, T: int = 3, L: int = 9, seed: int = 1) -> dict[str, t
 
 
 @pytest.mark.parametrize("config", TINY)
-@pytest.mark.parametrize("variant", ["foveated", "baseline"])
+@pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_forward_backward_every_parameter_trains(variant: str, config: str) -> None:
     model = make_model(variant, config, attn="sdpa").train()
     batch = make_batch()
@@ -57,6 +57,23 @@ def test_baseline_tokens_and_shapes() -> None:
     assert vis.shape == (2, 2 * 16, LLM_SIZES["T2"].hidden)
     # the visual-scale rule: every token's per-element RMS is visual_scale
     torch.testing.assert_close(vis.pow(2).mean(-1).sqrt(), torch.full((2, 32), 0.14), rtol=1e-4, atol=1e-5)
+
+
+def test_pooled1_is_the_baseline_mean_pooled_to_one_token() -> None:
+    """Same modules, same init (same seed: identical parameters), one token per frame = the mean
+    of the baseline's 16 pooled features, through the same projector and scale rule."""
+    base, one = make_model("baseline"), make_model("pooled1")
+    for (n1, p1), (n2, p2) in zip(base.named_parameters(), one.named_parameters(), strict=True):
+        assert n1 == n2 and torch.equal(p1, p2)
+    frames = make_batch(T=2)["frames"]
+    with torch.no_grad():
+        feats = one.frame_features(frames)
+        assert feats.shape == (2, 2, VIT_SIZES["T2"].hidden)
+        want = base.frame_features(frames).view(2, 2, 16, -1).mean(2)
+        torch.testing.assert_close(feats, want, rtol=1e-5, atol=1e-6)
+        vis = one.visual_tokens(frames)
+    assert vis.shape == (2, 2, LLM_SIZES["T2"].hidden)
+    torch.testing.assert_close(vis.pow(2).mean(-1).sqrt(), torch.full((2, 2), 0.14), rtol=1e-4, atol=1e-5)
 
 
 def test_foveated_tokens_one_per_frame_and_scaled() -> None:
@@ -278,3 +295,5 @@ def test_real_param_counts_on_meta(config: str) -> None:
 def test_variant_classes() -> None:
     assert isinstance(make_model("foveated", "T1-T1"), FoveatedVLM)
     assert isinstance(make_model("baseline", "T1-T1"), BaselineVLM)
+    pooled1 = make_model("pooled1", "T1-T1")
+    assert isinstance(pooled1, BaselineVLM) and pooled1.pooled_grid == 1

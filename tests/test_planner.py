@@ -9,7 +9,7 @@ import time
 import pytest
 
 from search_spaces.planner import dry_run_rows, dry_run_totals, format_table, plan_trial, rows_to_json
-from search_spaces.sizes import REAL_CONFIGS, VARIANTS, ConfigError
+from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS, ConfigError
 from search_spaces.trial import TrialConfig
 
 SEED_GIB = 24.0  # the seed's RTX 4090
@@ -104,7 +104,7 @@ def test_error_nothing_fits():
 
 
 def phase4() -> list[TrialConfig]:
-    return [seed_trial(c, v, steps=s) for c in REAL_CONFIGS for v in VARIANTS for s in (100, 300, 1000, 3000)]
+    return [seed_trial(c, v, steps=s) for c in REAL_CONFIGS for v in GRID_VARIANTS for s in (100, 300, 1000, 3000)]
 
 
 def test_phase4_dry_run_72_rows_fast():
@@ -162,18 +162,23 @@ def test_dry_run_uses_measured_mfu_per_size_class():
     assert mfu_for("baseline", "S-S", table={}) is None
 
 
-def test_dry_run_imports_no_torch_and_builds_no_model():
+@pytest.mark.parametrize("args, total", [
+    (["--seeds", "2"], "total: 144 trials (72 cells x 2 seeds)"),
+    (["--seeds", "1", "--variants", "foveated,baseline,pooled1"], "total: 108 trials"),
+], ids=["grid-arms", "with-pooled1"])
+def test_dry_run_imports_no_torch_and_builds_no_model(args, total):
     """Planning the phase grids reads the parameter table: no torch / transformers / DeepSpeed."""
     import subprocess
     import sys
     from pathlib import Path
 
     code = ("import sys, tune_scaling\n"
-            "assert tune_scaling.main(['--grid', 'phase4', '--dry-run', '--seeds', '2']) == 0\n"
+            f"assert tune_scaling.main(['--grid', 'phase4', '--dry-run', *{args!r}]) == 0\n"
             "heavy = [m for m in ('torch', 'transformers', 'deepspeed', 'ray') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    assert "total: 144 trials (72 cells x 2 seeds)" in lines[-2] and len(lines) == 144 + 4
+    n = int(total.split()[1])
+    assert total in lines[-2] and len(lines) == n + 4

@@ -13,7 +13,7 @@ import pytest
 
 import tune_scaling
 from search_spaces.grids import GRIDS, expand, param_space
-from search_spaces.sizes import REAL_CONFIGS, VARIANTS, ConfigError
+from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, ConfigError
 
 SEED_STEPS = [100, 300, 1000, 3000]
 
@@ -23,7 +23,7 @@ SEED_STEPS = [100, 300, 1000, 3000]
                                           ("phase4", list(REAL_CONFIGS))])
 def test_phase_grids_expand_to_the_study_trials(grid, configs):
     trials = expand(grid)
-    expected = [(v, c, s) for v in VARIANTS for c in configs for s in SEED_STEPS]  # variant-major
+    expected = [(v, c, s) for v in GRID_VARIANTS for c in configs for s in SEED_STEPS]  # variant-major
     assert [(t.variant, t.config, t.steps) for t in trials] == expected
     assert len(trials) == {"phase4": 72}.get(grid, 8)
     # the fairness rules: one batch, data set, lr pair, image size for every trial of a phase
@@ -76,7 +76,7 @@ def test_seeds_replicate_every_cell_with_the_same_seeds_for_both_arms():
     assert GRIDS["smoke"].seeds == 2 and len(smoke) == 2 * len(expand("smoke"))
     assert len(trials("--grid", "phase1")) == 8  # phase grids: one run per cell
     reps = trials("--grid", "phase1", "--seeds", "3", "--seed", "5", "--steps", "100")
-    assert [(t.variant, t.seed) for t in reps] == [(v, s) for v in VARIANTS for s in (5, 6, 7)]
+    assert [(t.variant, t.seed) for t in reps] == [(v, s) for v in GRID_VARIANTS for s in (5, 6, 7)]
     assert {t.dataset_seed for t in reps} == {0}  # one data set: only init + order differ
     assert len({t.trial_name for t in reps}) == 6 and reps[1].trial_name == "foveated_S-S_100_s6"
     # a replicate differs from its cell's first run in the seed alone

@@ -87,13 +87,14 @@ def test_trial_learns_to_look_reports_metrics_and_checkpoints(ray_session, tmp_p
         assert state["step"] == longest and state["data"]["epoch"] >= 1
 
 
-@pytest.mark.parametrize("offload", [False, True], ids=["zero2", "zero2-offload"])
-def test_resume_after_failure_is_bit_identical(ray_session, tmp_path, offload):
+@pytest.mark.parametrize("offload, variant", [(False, "baseline"), (True, "baseline"), (False, "pooled1")],
+                         ids=["zero2", "zero2-offload", "zero2-pooled1"])
+def test_resume_after_failure_is_bit_identical(ray_session, tmp_path, offload, variant):
     """A trial that dies at step 25 is retried from its step-20 checkpoint and ends with exactly
     the losses of an uninterrupted trial; the two ran concurrently on distinct ports."""
-    clean = short_trial(offload=offload, deterministic=True)
+    clean = short_trial(variant, offload=offload, deterministic=True)
     faulty = clean.replace(fault="raise@25", tag="faulty")
-    results = run([clean, faulty], tmp_path, f"resume{int(offload)}", max_failures=1)
+    results = run([clean, faulty], tmp_path, f"resume{int(offload)}-{variant}", max_failures=1)
     assert all(r.error is None for r in results), [r.error for r in results]
     a, b = (history(r) for r in results)
     a_by_step = {r["step"]: r for r in a}

@@ -23,8 +23,7 @@ import os
 
 from search_spaces.sizes import LLMSize, ViTSize
 from search_spaces.trial import TrialConfig
-
-BASELINE_TOKENS_PER_FRAME = 16  # trainables/models/baseline.py pools to 4x4
+from trainables.variants import FOVEATED, POOLED, Variant, get_variant
 
 
 def _vit_layer(D: int, mlp: int, S: int) -> int:
@@ -43,6 +42,33 @@ def _llm_pass(llm: LLMSize, n: int) -> int:
     return llm.layers * per_layer
 
 
+def _pooled_visual(spec: Variant, llm: LLMSize, vit: ViTSize, T: int, L: int, q: int, S: int, proj: int) -> dict[str, int]:
+    """Pooled path (trainables/models/baseline.py): the full ViT over every frame, the projector
+    and the LLM over tokens_per_frame * T pooled tokens + the text."""
+    D, mlp = vit.hidden, vit.hidden * vit.mlp_ratio
+    n_vis = spec.tokens_per_frame * T
+    return {"vit": T * vit.layers * _vit_layer(D, mlp, S), "query": 0, "projector": n_vis * proj,
+            "llm": _llm_pass(llm, n_vis + L)}
+
+
+def _foveated_visual(spec: Variant, llm: LLMSize, vit: ViTSize, T: int, L: int, q: int, S: int, proj: int) -> dict[str, int]:
+    """Foveated path (trainables/models/foveated.py): full blocks except the last layer, of
+    which only K/V are needed; the query passes; the coarse and the fine LLM pass."""
+    D, d, mlp = vit.hidden, llm.hidden, vit.hidden * vit.mlp_ratio
+    out = {"vit": T * ((vit.layers - 1) * _vit_layer(D, mlp, S) + 2 * S * D * 2 * D)}
+    query_layer = 2 * D * 2 * D + 2 * 2 * S * D + 2 * 2 * D * mlp  # q, o; attend to S keys; MLP
+    one_pass = T * (2 * q * D + vit.layers * query_layer)  # query_in + walk through the ViT
+    passes = 2 if T > 1 else 1  # coarse + fine; with T == 1 the coarse pass is skipped
+    out["query"] = passes * one_pass + (2 * (T - 1) * d * q if T > 1 else 0)  # + query_out
+    out["projector"] = passes * T * proj
+    out["llm"] = (_llm_pass(llm, T) if T > 1 else 0) + _llm_pass(llm, T + L)
+    return out
+
+
+# One term function per visual path (trainables/variants.py KINDS).
+VISUAL_FLOPS = {POOLED: _pooled_visual, FOVEATED: _foveated_visual}
+
+
 def flops_breakdown(
     variant: str,
     llm: LLMSize,
@@ -54,31 +80,16 @@ def flops_breakdown(
     vocab_size: int | None = None,
 ) -> dict[str, int]:
     """Forward FLOPs per sample by part: patch_embed, vit, query (query passes + query_in/out),
-    projector, llm (every decoder pass), lm_head."""
-    if variant not in ("foveated", "baseline"):
-        raise ValueError(f"unknown variant {variant!r}")
+    projector, llm (every decoder pass), lm_head. An unknown variant is a ConfigError."""
+    spec = get_variant(variant)
     V = vocab_size if vocab_size is not None else llm.vocab_size
-    T, L, q = frames, text_len, query_dim
-    D, d, mlp = vit.hidden, llm.hidden, vit.hidden * vit.mlp_ratio
+    T, L = frames, text_len
+    D, d = vit.hidden, llm.hidden
     P = (image_size // vit.patch) ** 2
     S = P + 1  # patches + CLS
     proj_per_token = 2 * D * d + 2 * d * d  # Projector: Linear(D, d), Linear(d, d)
     out = {"patch_embed": T * 2 * P * D * 3 * vit.patch**2, "lm_head": 2 * L * d * V}
-    if variant == "baseline":
-        n_vis = BASELINE_TOKENS_PER_FRAME * T
-        out["vit"] = T * vit.layers * _vit_layer(D, mlp, S)
-        out["query"] = 0
-        out["projector"] = n_vis * proj_per_token
-        out["llm"] = _llm_pass(llm, n_vis + L)
-        return out
-    # Foveated: full blocks except the last layer, of which only K/V are needed.
-    out["vit"] = T * ((vit.layers - 1) * _vit_layer(D, mlp, S) + 2 * S * D * 2 * D)
-    query_layer = 2 * D * 2 * D + 2 * 2 * S * D + 2 * 2 * D * mlp  # q, o; attend to S keys; MLP
-    one_pass = T * (2 * q * D + vit.layers * query_layer)  # query_in + walk through the ViT
-    passes = 2 if T > 1 else 1  # coarse + fine; with T == 1 the coarse pass is skipped
-    out["query"] = passes * one_pass + (2 * (T - 1) * d * q if T > 1 else 0)  # + query_out
-    out["projector"] = passes * T * proj_per_token
-    out["llm"] = (_llm_pass(llm, T) if T > 1 else 0) + _llm_pass(llm, T + L)
+    out.update(VISUAL_FLOPS[spec.kind](spec, llm, vit, T, L, query_dim, S, proj_per_token))
     return out
 
 

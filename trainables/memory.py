@@ -29,6 +29,7 @@ from functools import lru_cache
 from search_spaces.sizes import LLMSize, ViTSize
 from search_spaces.trial import TrialConfig
 from trainables.data.prefetch import pipeline_host_bytes
+from trainables.variants import FOVEATED, POOLED, Variant, get_variant
 
 GIB = 2**30
 # The CUDA context, cuBLAS/cuDNN workspaces and the NCCL/gloo set-up live outside the caching
@@ -41,7 +42,6 @@ FRAGMENTATION = 0.10
 # the Ray worker, tokenizer and data loader.
 HOST_BASE_BYTES = 3.0 * GIB
 LN_STATS = 8  # LayerNorm saves mean + rstd, fp32, per token
-BASELINE_TOKENS = 16  # trainables/models/baseline.py pools each frame to 4x4
 LOGIT_TRANSIENT = 10  # bytes per logit beyond the saved fp32 log-probs (see _transient)
 RECOMPUTE_FACTOR = 2  # with checkpointing: the recomputed layer + its gradient working set
 ZERO_BUCKET_ELEMENTS = 5e7  # ZeRO-2 reduce / allgather bucket size (trainables/engine.py)
@@ -160,43 +160,64 @@ class Activations:
         return self.saved + self.transient
 
 
+def _pooled_saved(spec: Variant, cfg: TrialConfig, e: int, ckpt: bool) -> tuple[dict[str, float], int, int]:
+    """Pooled path: (saved bytes per sample of vit, query, projector, llm; the longest LLM pass;
+    the LLM positions of all passes)."""
+    llm, vit = cfg.sizes
+    T, L, D, d = cfg.frames, cfg.text_len, vit.hidden, llm.hidden
+    S = (cfg.image_size // vit.patch) ** 2 + 1  # patches + CLS
+    layer = D * e if ckpt else _vit_layer(vit, e)  # checkpointed: the layer's input only
+    n_vis = spec.tokens_per_frame * T
+    parts = {
+        # + final LayerNorm (input + stats); avg_pool2d saves its input, a view of the LN output
+        "vit": T * (S * vit.layers * layer + S * (D * e + LN_STATS) + S * D * e),
+        "query": 0.0,
+        "projector": n_vis * _projector(D, d, e),
+        "llm": _llm_pass(llm, n_vis + L, L, e, ckpt),
+    }
+    return parts, n_vis + L, n_vis + L
+
+
+def _foveated_saved(spec: Variant, cfg: TrialConfig, e: int, ckpt: bool) -> tuple[dict[str, float], int, int]:
+    """Foveated path: the same triple as _pooled_saved (cached ViT, two query passes, coarse and
+    fine LLM pass)."""
+    llm, vit = cfg.sizes
+    T, L, D, d = cfg.frames, cfg.text_len, vit.hidden, llm.hidden
+    S = (cfg.image_size // vit.patch) ** 2 + 1  # patches + CLS
+    kv = 2 * D * e  # this layer's K/V: the cache, read again by both query passes
+    # the last layer only computes K/V: norm1 input + stats + output, k, v
+    last = D * e if ckpt else D * e + LN_STATS + D * e
+    layer = D * e if ckpt else _vit_layer(vit, e) - kv  # a full layer already contains k and v once
+    passes = 2 if T > 1 else 1  # coarse + fine; T == 1 skips the coarse pass
+    fine_queries = T * cfg.query_dim * e if T > 1 else 0  # query_in input (coarse: a param)
+    coarse = _llm_pass(llm, T, T - 1, e, ckpt) if T > 1 else 0.0
+    parts = {
+        "vit": T * S * ((vit.layers - 1) * (layer + kv) + last + kv),
+        "query": passes * T * (vit.layers * _query_layer(vit, e) + D * e + LN_STATS) + fine_queries,
+        "projector": passes * T * _projector(D, d, e),
+        "llm": coarse + _llm_pass(llm, T + L, L, e, ckpt),
+    }
+    return parts, T + L, (T if T > 1 else 0) + T + L
+
+
+# One term function per visual path (trainables/variants.py KINDS).
+VISUAL_ACTIVATIONS = {POOLED: _pooled_saved, FOVEATED: _foveated_saved}
+
+
 def _per_sample(cfg: TrialConfig, vocab_size: int, ckpt: bool) -> tuple[dict[str, float], float, float]:
     """(saved bytes per sample by part, largest single layer's saved bytes per sample, bytes
     per micro-batch: RoPE cos/sin, [1, n, head_dim] per LLM pass, shared by batch and layers)."""
+    spec = get_variant(cfg.variant)
     llm, vit = cfg.sizes
     e = 2 if cfg.precision == "bf16" else 4
-    T, L, D, d = cfg.frames, cfg.text_len, vit.hidden, llm.hidden
-    P = (cfg.image_size // vit.patch) ** 2
-    S = P + 1  # patches + CLS
-    full = _vit_layer(vit, e)
+    T, L = cfg.frames, cfg.text_len
+    S = (cfg.image_size // vit.patch) ** 2 + 1  # patches + CLS
     parts = {"pixels": T * 3 * cfg.image_size**2 * e}  # the patch conv saves its input
-    if cfg.variant == "baseline":
-        layer = D * e if ckpt else full  # checkpointed: the layer's input only
-        # + final LayerNorm (input + stats); avg_pool2d saves its input, a view of the LN output
-        parts["vit"] = T * (S * vit.layers * layer + S * (D * e + LN_STATS) + S * D * e)
-        n_vis = BASELINE_TOKENS * T
-        parts["query"] = 0.0
-        parts["projector"] = n_vis * _projector(D, d, e)
-        parts["llm"] = _llm_pass(llm, n_vis + L, L, e, ckpt)
-        llm_max = n_vis + L
-        positions = n_vis + L
-    else:
-        kv = 2 * D * e  # this layer's K/V: the cache, read again by both query passes
-        # the last layer only computes K/V: norm1 input + stats + output, k, v
-        last = D * e if ckpt else D * e + LN_STATS + D * e
-        layer = D * e if ckpt else full - kv  # full already contains k and v once
-        parts["vit"] = T * S * ((vit.layers - 1) * (layer + kv) + last + kv)
-        passes = 2 if T > 1 else 1  # coarse + fine; T == 1 skips the coarse pass
-        fine_queries = T * cfg.query_dim * e if T > 1 else 0  # query_in input (coarse: a param)
-        parts["query"] = passes * T * (vit.layers * _query_layer(vit, e) + D * e + LN_STATS) + fine_queries
-        parts["projector"] = passes * T * _projector(D, d, e)
-        coarse = _llm_pass(llm, T, T - 1, e, ckpt) if T > 1 else 0.0
-        parts["llm"] = coarse + _llm_pass(llm, T + L, L, e, ckpt)
-        llm_max = T + L
-        positions = (T if T > 1 else 0) + T + L
+    visual, llm_max, positions = VISUAL_ACTIVATIONS[spec.kind](spec, cfg, e, ckpt)
+    parts.update(visual)
     # CE in fp32: log_softmax saves its fp32 output over the L text positions; ids + labels
     parts["logits"] = L * vocab_size * 4 + 2 * L * 8
-    largest_layer = max(T * S * full, llm_max * _llm_layer(llm, e))
+    largest_layer = max(T * S * _vit_layer(vit, e), llm_max * _llm_layer(llm, e))
     return parts, largest_layer, 2 * positions * llm.head_dim * e
 
 

@@ -1,4 +1,4 @@
-"""Parameter counts of the study's 18 real (variant, config) models, so planning (--dry-run,
+"""Parameter counts of every arm's 9 real (variant, config) models, so planning (--dry-run,
 the planner's micro-batches) needs neither torch nor a model build.
 
 Written from the meta-device builds (trainables.memory.build_param_counts) at the phase grids'
@@ -31,4 +31,14 @@ COUNTS: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("baseline", "L-B"): (1803727360, 1711376384, 1610713088, 86579712, 5771264, 100663296),
     ("foveated", "L-L"): (2023221376, 1711376384, 1610713088, 304367616, 7477376, 100663296),
     ("baseline", "L-L"): (2022039552, 1711376384, 1610713088, 304367616, 6295552, 100663296),
+    # the pooled1 control: the baseline's modules (pooling has no parameters), hence its counts
+    ("pooled1", "S-S"): (157125312, 134515008, 106203456, 22056192, 554112, 28311552),
+    ("pooled1", "S-B"): (221870016, 134515008, 106203456, 86579712, 775296, 28311552),
+    ("pooled1", "S-L"): (439805376, 134515008, 106203456, 304367616, 922752, 28311552),
+    ("pooled1", "M-S"): (385169472, 361821120, 314635200, 22056192, 1292160, 47185920),
+    ("pooled1", "M-B"): (450061632, 361821120, 314635200, 86579712, 1660800, 47185920),
+    ("pooled1", "M-L"): (668095296, 361821120, 314635200, 304367616, 1906560, 47185920),
+    ("pooled1", "L-S"): (1738417408, 1711376384, 1610713088, 22056192, 4984832, 100663296),
+    ("pooled1", "L-B"): (1803727360, 1711376384, 1610713088, 86579712, 5771264, 100663296),
+    ("pooled1", "L-L"): (2022039552, 1711376384, 1610713088, 304367616, 6295552, 100663296),
 }

@@ -22,6 +22,7 @@ from trainables import checkpoint as ckpt
 from trainables.data.pipeline import derangement, eval_batches, load_data, normalise_frames, train_loader
 from trainables.hot_loop import DevicePrefetcher, NonFiniteWatch
 from trainables.metrics import ThroughputMeter, memory_metrics
+from trainables.variants import get_variant
 
 EVAL_BATCH = 32
 EVAL_SHUFFLE_SEED = 1234  # the shuffled-frames pairing: the same for every trial
@@ -72,8 +73,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def llm_tokens_per_sample(cfg: TrialConfig) -> int:
     """Tokens the LLM reads per sample in its caption pass (visual + text)."""
-    visual = cfg.frames if cfg.variant == "foveated" else 16 * cfg.frames
-    return visual + cfg.text_len
+    return get_variant(cfg.variant).tokens_per_frame * cfg.frames + cfg.text_len
 
 
 def _to_device(batch: dict, device, dtype) -> dict:

@@ -42,7 +42,7 @@ class VLMBase(nn.Module):
     rest of the forward pass is here so both variants compute the loss identically.
     """
 
-    variant: str = ""
+    tokens_per_frame: int = 0  # visual tokens per frame (each arm's count: trainables/variants.py)
     # Submodule names that are backbone (trained at lr_backbone); everything else is connector.
     backbone_modules: tuple[str, ...] = ("vision", "llm")
 

@@ -1,4 +1,4 @@
-"""`build_vlm`: a TrialConfig -> a foveated or baseline VLM, random or pretrained backbones."""
+"""`build_vlm`: a TrialConfig -> its variant's VLM (trainables/variants.py), random or pretrained backbones."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,7 @@ from trainables.models.baseline import BaselineVLM
 from trainables.models.foveated import FoveatedVLM
 from trainables.models.language import LanguageModel, build_language
 from trainables.models.vision import VisionEncoder, build_vision
+from trainables.variants import FOVEATED, POOLED, Variant, get_variant
 
 
 def _offline() -> bool:
@@ -87,6 +88,18 @@ def load_vision(size: ViTSize, path: str | None, attn: str = "sdpa") -> VisionEn
     return VisionEncoder(vit)
 
 
+def _pooled(spec: Variant, cfg: TrialConfig, vision: VisionEncoder, llm: LanguageModel) -> VLMBase:
+    return BaselineVLM(vision, llm, visual_scale=cfg.visual_scale, pooled_grid=spec.pooled_grid)
+
+
+def _foveated(spec: Variant, cfg: TrialConfig, vision: VisionEncoder, llm: LanguageModel) -> VLMBase:
+    return FoveatedVLM(vision, llm, visual_scale=cfg.visual_scale, query_dim=cfg.query_dim)
+
+
+# One model class per visual path (trainables/variants.py KINDS), with the spec's arguments.
+MODELS = {POOLED: _pooled, FOVEATED: _foveated}
+
+
 def build_vlm(cfg: TrialConfig, vocab_size: int, attn_implementation: str = "sdpa") -> VLMBase:
     """The trial's model: cfg.variant on cfg.config's backbones.
 
@@ -97,6 +110,7 @@ def build_vlm(cfg: TrialConfig, vocab_size: int, attn_implementation: str = "sdp
     attn_implementation: "sdpa" for training, "eager" for FLOPs counting.
     Works under `with torch.device("meta"):` for parameter counting (random init only).
     """
+    spec = get_variant(cfg.variant)
     llm_size, vit_size = cfg.sizes
     if cfg.init == "pretrained":
         llm = load_language(llm_size, cfg.llm_path, vocab_size, attn_implementation)
@@ -104,6 +118,4 @@ def build_vlm(cfg: TrialConfig, vocab_size: int, attn_implementation: str = "sdp
     else:
         llm = build_language(llm_size, vocab_size, attn_implementation)
         vision = build_vision(vit_size, attn_implementation)
-    if cfg.variant == "foveated":
-        return FoveatedVLM(vision, llm, visual_scale=cfg.visual_scale, query_dim=cfg.query_dim)
-    return BaselineVLM(vision, llm, visual_scale=cfg.visual_scale)
+    return MODELS[spec.kind](spec, cfg, vision, llm)

@@ -31,7 +31,6 @@ from trainables.models.vision import KV, VisionEncoder
 
 
 class FoveatedVLM(VLMBase):
-    variant = "foveated"
     tokens_per_frame = 1
 
     def __init__(
