@@ -12,8 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from search_spaces.grids import param_space
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 MANIFEST = "study.json"  # the grid an experiment was launched with; a resume must match it
 
@@ -30,6 +29,14 @@ def check_storage(storage: str) -> str:
     except OSError as e:
         raise ConfigError(f"storage path {path} is not writable ({e.strerror or e})") from None
     return str(path)
+
+
+def param_space(trials) -> dict:
+    """The Tune search space: a grid_search over whole trial dicts (the Ray way to express
+    per-config values such as the planner's micro-batch)."""
+    from ray import tune  # after run_sweep has set RAY_AIR_NEW_OUTPUT (read at Ray's import)
+
+    return {"trial": tune.grid_search([t.to_dict() for t in trials])}
 
 
 def longest_first(trials):

@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 
 BEST_FILE = "best_lr.json"

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 # a directory name inside --storage-path: no separators, no "." / "..", nothing hidden
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 from trainables.data import synthetic
 from trainables.data.pipeline import (EpochCursor, collate, derangement, encode_caption, eval_batches, load_data,
@@ -363,7 +363,7 @@ def test_parquet_null_captions_are_counted_behind_nested_columns(tmp_path, stats
 def test_the_host_memory_plan_includes_the_loader_prefetch():
     """--dry-run's host column: the trial process plus (4 workers x 2 + 2) uint8 batches in flight."""
     from search_spaces.grids import expand
-    from search_spaces.planner import dry_run_rows
+    from trainables.planner import dry_run_rows
     from trainables.data.prefetch import pipeline_host_bytes
     from trainables.memory import GIB, HOST_BASE_BYTES
 

@@ -8,7 +8,7 @@ import pytest
 
 import tune_scaling
 from search_spaces.grids import expand
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 
 def test_search_targets_one_short_run_per_pair():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from search_spaces.grids import expand
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from trainables.data import preflight, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 
 DS_TAG = "ds"

@@ -22,6 +22,7 @@ from trainables import checkpoint as ckpt
 from trainables.data.pipeline import derangement, eval_batches, load_data, normalise_frames, train_loader
 from trainables.hot_loop import DevicePrefetcher, NonFiniteWatch
 from trainables.metrics import ThroughputMeter, memory_metrics
+from trainables.planner import plan_trial
 
 EVAL_BATCH = 32
 EVAL_SHUFFLE_SEED = 1234  # the shuffled-frames pairing: the same for every trial
@@ -39,8 +40,6 @@ class TrialOutOfMemory(RuntimeError):
 def oom_message(cfg: TrialConfig, step: int) -> str:
     """Name the config, the micro-batch and what the planner would choose instead."""
     try:
-        from search_spaces.planner import plan_trial
-
         plan = plan_trial(cfg)
         hint = (f"the planner suggests micro-batch {plan.micro_batch}, offload={plan.offload}, "
                 f"activation checkpointing={plan.grad_checkpointing}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 from trainables.data import sources, synthetic
 from trainables.data.prefetch import GPU_WORKERS, PREFETCH_FACTOR

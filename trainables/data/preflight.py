@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 LLM_FILES = ("tokenizer.json", "tokenizer_config.json")  # the trial loads the LLM's own tokenizer
