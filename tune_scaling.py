@@ -18,7 +18,9 @@ import sys
 from search_spaces.errors import ConfigError
 from search_spaces.grids import GRIDS, expand, get_grid
 from search_spaces.wsd import comparison_line, schedule_comparison, wsd_families
+from sweep.lr_search import apply_lrs, run_lr_search
 from sweep.options import ABSURD_GPU_HOURS, SweepOptions
+from trainables.data import preflight
 from trainables.planner import dry_run_rows, dry_run_totals, format_table, plan_grid
 
 def parse_args(argv: list[str] | None = None) -> SweepOptions:
@@ -173,11 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         get_grid(args.grid)
         trials = build_trials(args)
         if args.lr_from:
-            from sweep.lr_search import apply_lrs
-
             trials = apply_lrs(trials, args.lr_from)
-        from trainables.data import preflight
-
         if args.check_data:
             return preflight.check_data(trials)
         if args.dry_run:
@@ -185,11 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             return dry_run(args, trials)
         preflight.validate_launch(trials)  # weights, data set, columns: before Ray starts
         if args.lr_search:
-            from sweep.lr_search import run_lr_search
-
             return run_lr_search(args, trials)
         check_not_absurd(args, trials)
-        from sweep.launch import run_sweep
+        from sweep.launch import run_sweep  # Ray: imported by a launch, never by --dry-run or an error
 
         return run_sweep(args, trials)
     except ConfigError as e:

@@ -15,6 +15,12 @@ MIN_RUNS = 3
 ZERO_WIDTH_RTOL = 1e-9
 
 
+def ci95(boot: dict, key: str) -> list | None:
+    """[lo, hi] of a bootstrap statistic, or None when the bootstrap has none."""
+    b = boot.get(key)
+    return None if b is None else [b["ci95"][0], b["ci95"][1]]
+
+
 def zero_width(value, ci) -> bool:
     if not ci or ci[0] is None or ci[1] is None:
         return False

@@ -79,15 +79,23 @@ class SweepOptions:
         return self.name or self.grid
 
     @classmethod
+    def from_dict(cls, values: dict) -> "SweepOptions":
+        """Like TrialConfig.from_dict: an unknown key is an error, not silently dropped."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown sweep option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
     def from_namespace(cls, ns: argparse.Namespace, argv: list[str]) -> "SweepOptions":
+        """Every argparse destination becomes a field (a flag without one fails here)."""
         raw = vars(ns)
-        known = {f.name for f in fields(cls)} - {"argv"}
-        values = {k: raw[k] for k in known if k in raw}
+        values = dict(raw)
         values["configs"] = parse_list("--configs", raw.get("configs"))
         values["variants"] = parse_list("--variants", raw.get("variants"))
         values["steps"] = parse_list("--steps", raw.get("steps"), int)
         values["milestones"] = parse_list("--milestones", raw.get("milestones"), int)
-        return cls(**values, argv=tuple(argv))
+        return cls.from_dict({**values, "argv": tuple(argv)})
 
     def __post_init__(self) -> None:
         if self.name is not None and (not PLAIN_NAME.fullmatch(self.name) or self.name in (".", "..")):

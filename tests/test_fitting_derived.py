@@ -95,7 +95,7 @@ def test_isoflop_recovers_optimum():
             rows.append((n, c, 1.7 + 400 / n**0.34 + 400 / d**0.28))
     N, C, L = map(np.array, zip(*rows))
     res = isoflop.fit_isoflop(N, C, L)
-    assert res["a"] == pytest.approx(0.28 / (0.34 + 0.28), abs=0.05)
+    assert res.a == pytest.approx(0.28 / (0.34 + 0.28), abs=0.05)
     with pytest.raises(Exception, match="3 model sizes"):
         isoflop.fit_isoflop(N[:2], C[:2], L[:2])
 

@@ -105,7 +105,7 @@ def test_seeds_replicate_every_cell_with_the_same_seeds_for_both_arms():
 
 
 def test_a_refused_resume_names_the_differing_fields():
-    from sweep.launch import grid_difference
+    from sweep.experiment import grid_difference
 
     old = [t.to_dict() for t in expand("smoke", configs=["T1-T1"], steps=[10, 20])]
     new = [t.to_dict() for t in expand("smoke", configs=["T1-T1"], steps=[10, 30], seeds=2)]
@@ -262,3 +262,19 @@ def test_sweep_updates_live_plot_writes_tensorboard_and_resumes_it(tmp_path, mon
         ray.shutdown()
     assert "resuming experiment" in capsys.readouterr().out
     assert (exp / "live_scaling.png").stat().st_size > 1000
+
+
+def test_sweep_options_refuse_unknown_fields_and_the_driver_refuses_a_namespace():
+    import argparse
+
+    from sweep.launch import run_sweep
+    from sweep.options import SweepOptions
+
+    opts = tune_scaling.parse_args(["--grid", "smoke", "--configs", "T1-T1"])
+    assert isinstance(opts, SweepOptions) and opts.configs == ("T1-T1",) and opts.gpu_mem == 24.0
+    with pytest.raises(ConfigError, match="unknown sweep option.*: gpu_memory"):
+        SweepOptions.from_dict({"grid": "smoke", "gpu_memory": 12})
+    with pytest.raises(ConfigError, match="unknown sweep option.*: typo"):  # a flag without a field
+        SweepOptions.from_namespace(argparse.Namespace(grid="smoke", typo=1), [])
+    with pytest.raises(TypeError, match="takes SweepOptions"):
+        run_sweep(argparse.Namespace(**{k: v for k, v in vars(opts).items()}), [])

@@ -43,7 +43,8 @@ from search_spaces.trial import TrialConfig
 from search_spaces.wsd import trained_steps
 from trainables.flops import PEAK_FLOPS, peak_flops, trial_flops_per_sample
 from trainables.measured_mfu import mfu_for
-from trainables.memory import GIB, MemoryEstimate, estimate_memory, param_counts_for
+from trainables.memory import GIB, MemoryEstimate, estimate_memory
+from trainables.parameters import param_counts_for
 
 MODES: tuple[tuple[bool, bool], ...] = ((False, False), (False, True), (True, False), (True, True))
 # Checkpointing recomputes each layer's forward in backward: fwd+bwd = 3 units, +1.
