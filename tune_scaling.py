@@ -15,9 +15,14 @@ import argparse
 import json
 import sys
 
+from search_spaces.errors import ConfigError
 from search_spaces.grids import GRIDS, expand, get_grid
-from search_spaces.sizes import VARIANTS, ConfigError
+from search_spaces.sizes import VARIANTS
+from search_spaces.wsd import comparison_line, schedule_comparison, wsd_families
+from sweep.lr_search import apply_lrs, run_lr_search
 from sweep.options import ABSURD_GPU_HOURS, SweepOptions
+from trainables.data import preflight
+from trainables.planner import dry_run_rows, dry_run_totals, format_table, plan_grid
 
 def parse_args(argv: list[str] | None = None) -> SweepOptions:
     """The validated options (ConfigError on a bad value; argparse itself exits 2 on syntax)."""
@@ -108,8 +113,8 @@ def build_trials(args: SweepOptions):
     }.items() if v is not None}
     if args.deterministic:
         overrides["deterministic"] = True
-    trials = expand(args.grid, args.configs, args.variants, args.steps, overrides, args.gpu_mem,
-                    seeds=seed_count(args))
+    trials = expand(args.grid, args.configs, args.variants, args.steps, overrides, seeds=seed_count(args))
+    trials = plan_grid(get_grid(args.grid), trials, args.gpu_mem)  # micro-batch etc. for --gpu-mem
     if args.milestones:
         trials = [t.replace(milestones=tuple(m for m in args.milestones if m < t.steps)) for t in trials]
     return trials
@@ -117,9 +122,6 @@ def build_trials(args: SweepOptions):
 
 def plan(args: SweepOptions, trials):
     """(rows of the chosen schedule's trials, schedule comparison, its line or None)."""
-    from search_spaces.planner import dry_run_rows
-    from search_spaces.wsd import schedule_comparison, wsd_families
-
     def rows_of(ts):
         return dry_run_rows(ts, gpu_mem_gib=args.gpu_mem, gpu_name=args.gpu_name, mfu_assumption=args.mfu)
 
@@ -137,9 +139,6 @@ def plan(args: SweepOptions, trials):
 
 
 def dry_run(args: SweepOptions, trials) -> int:
-    from search_spaces.planner import dry_run_totals, format_table
-    from search_spaces.wsd import comparison_line
-
     rows, comparison, line = plan(args, trials)
     totals = dry_run_totals(rows, args.gpu_mem, args.gpu_name)
     if args.format == "json":
@@ -179,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         get_grid(args.grid)
         trials = build_trials(args)
         if args.lr_from:
-            from sweep.lr_search import apply_lrs
-
             trials = apply_lrs(trials, args.lr_from)
-        from trainables.data import preflight
-
         if args.check_data:
             return preflight.check_data(trials)
         if args.dry_run:
@@ -191,11 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             return dry_run(args, trials)
         preflight.validate_launch(trials)  # weights, data set, columns: before Ray starts
         if args.lr_search:
-            from sweep.lr_search import run_lr_search
-
             return run_lr_search(args, trials)
         check_not_absurd(args, trials)
-        from sweep.launch import run_sweep
+        from sweep.launch import run_sweep  # Ray: imported by a launch, never by --dry-run or an error
 
         return run_sweep(args, trials)
     except ConfigError as e:

@@ -28,7 +28,8 @@ def main() -> None:
     args = p.parse_args()
 
     from search_spaces.grids import expand
-    from trainables.data.pipeline import load_data, train_loader
+    from trainables.data.bundle import load_data
+    from trainables.data.pipeline import train_loader
 
     overrides = {"init": "random", "dataset": args.dataset, "micro_batch": args.micro_batch}
     if args.frames_column:

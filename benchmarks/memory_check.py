@@ -93,7 +93,7 @@ def measure_peak_memory(cfg, plan, vocab_size: int = 49152, steps: int = 2) -> d
 
 
 def _one(args) -> dict:
-    from search_spaces.planner import Plan, plan_trial
+    from trainables.planner import Plan, plan_trial
     from search_spaces.trial import TrialConfig
     from trainables.memory import estimate_memory
 
@@ -114,11 +114,11 @@ def _one(args) -> dict:
 def grid_choices(grid: str, gpu_mem: float, configs: list[str] | None = None,
                  variants: list[str] | None = None) -> list[dict]:
     """The distinct planner choices of a grid's trials at `gpu_mem` GiB, in grid order."""
-    from search_spaces.grids import expand
-    from search_spaces.planner import plan_trial
+    from search_spaces.grids import expand, get_grid
+    from trainables.planner import plan_grid, plan_trial
 
     seen: dict[tuple, dict] = {}
-    for t in expand(grid, configs, variants, gpu_mem_gib=gpu_mem):
+    for t in plan_grid(get_grid(grid), expand(grid, configs, variants), gpu_mem):
         key = (t.variant, t.config, t.micro_batch, t.grad_accum, t.offload, t.grad_checkpointing)
         if key not in seen:
             est = plan_trial(t, gpu_mem).memory

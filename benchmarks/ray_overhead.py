@@ -108,15 +108,14 @@ def run_plain(trials: list[dict], a) -> dict:
 
 # -- Ray side ----------------------------------------------------------------------------
 def run_ray(trials: list[dict], a, reuse: bool, storage: str) -> dict:
-    from types import SimpleNamespace
-
     from ray import tune
 
     from sweep.callbacks import LiveScalingPlot, live_plot_target
     from sweep.launch import make_trainable
+    from sweep.options import SweepOptions
 
     name = f"overhead_{'reuse' if reuse else 'fresh'}_{int(time.time())}"
-    args = SimpleNamespace(gpus_per_trial=0.0, cpus_per_trial=1.0)
+    args = SweepOptions(gpus_per_trial=0.0, cpus_per_trial=1.0)
     trainable = make_trainable(args, use_gpu=False, fn=timed_trial)
     tuner = tune.Tuner(
         trainable,
@@ -143,7 +142,7 @@ def run_ray(trials: list[dict], a, reuse: bool, storage: str) -> dict:
 def warm_data(trials: list[dict]) -> None:
     """Build (or load) every synthetic data set once, so neither side times its generation."""
     from search_spaces.trial import TrialConfig
-    from trainables.data.pipeline import load_data
+    from trainables.data.bundle import load_data
 
     for t in trials:
         load_data(TrialConfig.from_dict(t))

@@ -215,7 +215,7 @@ def make_config(args) -> tuple[TrialConfig, dict | None]:
     )
     if not args.plan_gpu_mem:
         return cfg, None
-    from search_spaces.planner import plan_trial
+    from trainables.planner import plan_trial
 
     plan = plan_trial(cfg, args.plan_gpu_mem, args.vocab)
     return plan.apply(cfg), {"gpu_mem_gib": args.plan_gpu_mem, "planned_gib": plan.memory.gpu_gib,

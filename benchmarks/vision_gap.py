@@ -73,7 +73,8 @@ def init_shares(a) -> None:
     import torch
 
     from search_spaces.grids import expand
-    from trainables.data.pipeline import eval_batches, load_data
+    from trainables.data.bundle import load_data
+    from trainables.data.pipeline import eval_batches
     from trainables.models import build_vlm
 
     torch.set_num_threads(1)

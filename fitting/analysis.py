@@ -10,7 +10,6 @@ import pandas as pd
 
 from fitting import bootstrap, comparisons, derived, engine, honest, plots, report
 from fitting.fitset import JOINT, FitSet
-from fitting.laws import param_names
 from fitting.table import fit_frame, load_csv, load_experiment
 from fitting.threads import single_threaded
 from fitting.vision import seed_spread, vision_gaps
@@ -118,11 +117,6 @@ def _residuals(fs: FitSet) -> np.ndarray:
     return r
 
 
-def _ci(boot, key):
-    b = boot.get(key)
-    return None if b is None else [b["ci95"][0], b["ci95"][1]]
-
-
 def _laws(fs: FitSet, boot) -> dict:
     laws = {}
     for (law, group), e in fs.entries.items():
@@ -132,27 +126,13 @@ def _laws(fs: FitSet, boot) -> dict:
             if e.status != "ok":
                 rec["reason"] = e.reason
                 rec["n_points"] = int(len(e.rows)) if e.rows is not None else 0
-            elif law == "isoflop":
-                rec.update(params={"a": e.fit["a"], "G": e.fit["G"]}, n_points=int(len(e.rows)),
-                           budgets=e.fit["budgets"], objective=None)
-                rec["ci95"] = {k: _ci(boot, f"{law}|{name}|{k}") for k in ("a", "G")}
-                rec["flags"] = {k: ["zero-width CI"] if honest.zero_width(rec["params"][k], rec["ci95"][k]) else []
-                                for k in ("a", "G")}
-                rec["ci95"] = {k: (None if rec["flags"][k] else v) for k, v in rec["ci95"].items()}
             else:
-                p = e.fit.params(name)
-                rec.update(params=p, n_points=int(e.fit.n_points), objective=e.fit.objective,
-                           rms_log_residual=float(np.sqrt(np.mean(e.fit.residuals() ** 2))))
-                ci = {k: _ci(boot, f"{law}|{name}|{k}") for k in param_names(e.fit.law)}
-                lmin = float(e.fit.L[e.fit.g == e.fit.groups.index(name)].min())
-                rec["flags"], rec["ci95"] = honest.param_flags(e.fit, name, p, ci, lmin)
-                rec["sd"] = {k: boot[f"{law}|{name}|{k}"]["sd"] for k in p
-                             if f"{law}|{name}|{k}" in boot and rec["ci95"].get(k) is not None}
+                rec.update(e.fit.record(name, boot, law))
                 stuck = boot.get("_not_converged", {}).get(f"{law}|{group}")
                 if stuck:
                     rec["refits_not_converged"] = stuck
                 if group == JOINT:
-                    rec["shared"] = [k for k in p if k in ("alpha", "beta")]
+                    rec["shared"] = [k for k in rec["params"] if k in ("alpha", "beta")]
             laws.setdefault(law, {})[name] = rec
     return laws
 

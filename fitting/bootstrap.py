@@ -132,8 +132,7 @@ def refit_all(fitset: FitSet, weights: list, workers: int | None = None) -> list
     if workers <= 1 or len(keys) < 2 or "fork" not in mp.get_all_start_methods():
         return [fitset.refit(w) for w in weights]
     # balance by cost: points x parameters, largest first, each to the least-loaded worker
-    cost = {k: len(fitset.entries[k].rows) * (8 if k[0] == "isoflop" else fitset.entries[k].fit.model.size)
-            for k in keys}
+    cost = {k: len(fitset.entries[k].rows) * fitset.entries[k].fit.refit_cost for k in keys}
     parts, load = [[] for _ in range(workers)], [0.0] * workers
     for k in sorted(keys, key=cost.get, reverse=True):
         i = int(np.argmin(load))

@@ -14,7 +14,7 @@ from scipy.optimize import brentq
 
 from fitting import isoflop
 from fitting.errors import FitError
-from fitting.laws import allocation_constant, fit_law, inverse_lc, optimal_allocation
+from fitting.laws import LAWS, allocation_constant, fit_law, inverse_lc, optimal_allocation
 
 # Arms in the order they are named in a comparison: the earlier one is the "treatment" (the
 # design's question: foveated vs baseline, foveated vs pooled1, baseline vs pooled1); other
@@ -179,7 +179,7 @@ def extrapolation_check(frame: pd.DataFrame, fitset, holdout: float = 0.2) -> li
         sub = frame.iloc[e.rows].sort_values("C")
         n_out = max(1, int(math.ceil(holdout * len(sub))))
         train, test = sub.iloc[:-n_out], sub.iloc[-n_out:]
-        cols = {"L(C)": ["C"], "L(D)": ["D"]}.get(law, ["N", "D"])
+        cols = list(LAWS[law][0])  # the law's features
         row = {"law": law, "group": group, "n_holdout": n_out, "C_threshold": float(test["C"].min())}
         try:
             fit = fit_law(law, train[cols].to_numpy(float), train["loss"].to_numpy(float),

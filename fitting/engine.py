@@ -36,6 +36,7 @@ LBFGS_OPTIONS = dict(ftol=1e-15, gtol=1e-10, maxiter=10_000, maxfun=50_000, maxc
 # counted as not converged (fits.json reports the count) instead of costing seconds.
 REFIT_OPTIONS = dict(LBFGS_OPTIONS, ftol=1e-12, gtol=1e-8, maxiter=100, maxfun=150)
 EXPONENT_BOUNDS = (0.0, 10.0)
+BOUND_RTOL = 1e-6  # a parameter this close (relative; absolute at 0) to a bound is "at bound"
 
 
 @dataclass(frozen=True)

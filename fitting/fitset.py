@@ -17,7 +17,7 @@ import pandas as pd
 
 from fitting import isoflop
 from fitting.errors import FitError
-from fitting.laws import LAWS, LawFit, check_fittable, fit_law
+from fitting.laws import LAWS, FittedLaw, fit_law
 
 JOINT = "joint"  # suffix of the law name for joint fits, e.g. "L(N,D) joint"
 
@@ -26,7 +26,7 @@ JOINT = "joint"  # suffix of the law name for joint fits, e.g. "L(N,D) joint"
 class Entry:
     status: str  # "ok" | "skipped"
     reason: str = ""
-    fit: LawFit | dict | None = None  # LawFit, or the IsoFLOP result dict
+    fit: FittedLaw | None = None  # laws.LawFit or isoflop.IsoFlopFit
     rows: np.ndarray | None = None  # frame row indices the fit used
     selection: str = ""  # which points, in words
     n_available: int = 0  # frame rows it could have used (its group's, or all for a joint fit)
@@ -125,11 +125,11 @@ class FitSet:
             sub = f.iloc[r]
             try:
                 res = isoflop.fit_isoflop(sub["N"], sub["C"], sub["loss"])
-                self.entries[("isoflop", grp)] = Entry("ok", fit=res, rows=r, selection=self.base_selection,
-                                                       n_available=len(r))
+                self.entries[(isoflop.NAME, grp)] = Entry("ok", fit=res, rows=r, selection=self.base_selection,
+                                                          n_available=len(r))
             except FitError as e:
-                self.entries[("isoflop", grp)] = Entry("skipped", reason=str(e), rows=r,
-                                                       selection=self.base_selection, n_available=len(r))
+                self.entries[(isoflop.NAME, grp)] = Entry("skipped", reason=str(e), rows=r,
+                                                          selection=self.base_selection, n_available=len(r))
 
     # -- use ---------------------------------------------------------------------------------
     def ok(self, law: str, group: str):
@@ -137,22 +137,14 @@ class FitSet:
         return e.fit if e is not None and e.status == "ok" else None
 
     def refit(self, weights: np.ndarray, keys=None) -> dict:
-        """(law, group) -> refitted LawFit / IsoFLOP dict, or None when the resample cannot
-        identify it (e.g. every run of one model size left out). keys: only these entries."""
+        """(law, group) -> the refitted law, or None when the resample cannot identify it (e.g.
+        every run of one model size left out). keys: only these entries."""
         out = {}
         for key, e in self.entries.items():
             if e.status != "ok" or (keys is not None and key not in keys):
                 continue
-            w = weights[e.rows]
             try:
-                if key[0] == "isoflop":
-                    sub = self.frame.iloc[e.rows]
-                    out[key] = isoflop.fit_isoflop(sub["N"], sub["C"], sub["loss"], w)
-                    continue
-                pos = w > 0
-                # also refuses a resample in which a group lost every point (0 distinct sizes)
-                check_fittable(e.fit.law, np.exp(e.fit.logx[pos]), e.fit.g[pos], e.fit.groups)
-                out[key] = e.fit.refit(w)
+                out[key] = e.fit.resample(weights[e.rows])
             except FitError:
                 out[key] = None
         return out
@@ -167,9 +159,6 @@ def param_stats(fits: dict) -> dict[str, float]:
     out = {}
     for (law, group), fit in fits.items():
         if fit is None:
-            continue
-        if law == "isoflop":
-            out.update({f"{law}|{group}|{k}": fit[k] for k in ("a", "G")})
             continue
         # a joint fit reports each group's coefficients next to the shared exponents
         for name in (fit.groups if group == JOINT else [group]):

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import math
 
-from fitting.engine import EXPONENT_BOUNDS
-from fitting.laws import BOUND_RTOL, LAWS
+from fitting.engine import BOUND_RTOL, EXPONENT_BOUNDS
 
 MIN_RUNS = 3
 ZERO_WIDTH_RTOL = 1e-9
+
+
+def ci95(boot: dict, key: str) -> list | None:
+    """[lo, hi] of a bootstrap statistic, or None when the bootstrap has none."""
+    b = boot.get(key)
+    return None if b is None else [b["ci95"][0], b["ci95"][1]]
 
 
 def zero_width(value, ci) -> bool:
@@ -42,7 +47,7 @@ def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tup
             f.append(f"E above the lowest fitted loss ({min_loss:.4g})")
         if ci.get(k) is None and not f:
             f.append("no CI")
-        elif not f and _ci_end_at_bound(k, ci.get(k), getattr(fit, "law", None)):
+        elif not f and _ci_end_at_bound(k, ci.get(k), getattr(fit, "exponent_names", ())):
             f.append("CI ends at the exponent bound" if k != "E" else "CI reaches E = 0")
         flags[k] = f
         bad = any(x in ("at bound", "E at lower bound (0)", "zero-width CI") for x in f)
@@ -50,13 +55,13 @@ def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tup
     return flags, clean
 
 
-def _ci_end_at_bound(name: str, ci, law) -> bool:
-    if not ci or ci[0] is None or ci[1] is None or law not in LAWS:
+def _ci_end_at_bound(name: str, ci, exponents: tuple) -> bool:
+    if not ci or ci[0] is None or ci[1] is None:
         return False
     lo, hi = float(ci[0]), float(ci[1])
     if name == "E":
         return lo <= BOUND_RTOL * max(abs(hi), 1e-300)
-    if name not in LAWS[law][1]:  # coefficients are unbounded (fitted in log space)
+    if name not in exponents:  # coefficients are unbounded (fitted in log space)
         return False
     b_lo, b_hi = EXPONENT_BOUNDS
     return lo <= b_lo + BOUND_RTOL * max(abs(b_lo), 1.0) or hi >= b_hi - BOUND_RTOL * abs(b_hi)

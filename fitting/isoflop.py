@@ -6,9 +6,15 @@ budget's optimal size, and log N_opt = log G + a log C is fitted across budgets.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from fitting import honest
 from fitting.errors import FitError
+
+NAME = "isoflop"
+FORM = "IsoFLOP minima: N_opt = G C^a"
 
 BUCKET_FACTOR = 1.25  # runs within 25% of a budget's smallest C share that budget
 MIN_SIZES = 3  # a parabola through fewer sizes has no free residual and no honest minimum
@@ -26,7 +32,34 @@ def buckets(C: np.ndarray, factor: float = BUCKET_FACTOR) -> np.ndarray:
     return out
 
 
-def fit_isoflop(N, C, loss, weights=None, bucket=None) -> dict:
+@dataclass
+class IsoFlopFit:
+    """N_opt = G C^a through each budget's optimal size (the FittedLaw interface of laws.py)."""
+
+    a: float
+    G: float
+    budgets: list[dict]  # per budget: C, N_opt, loss_opt, n_sizes
+    N: np.ndarray = field(repr=False)  # the points it was fitted to (for a bootstrap refit)
+    C: np.ndarray = field(repr=False)
+    loss: np.ndarray = field(repr=False)
+    groups: list[str] = field(default_factory=lambda: [""])
+    refit_cost: float = 8.0  # a handful of polynomial fits per budget
+
+    def params(self, group: str | None = None) -> dict[str, float]:
+        return {"a": self.a, "G": self.G}
+
+    def resample(self, weights: np.ndarray) -> "IsoFlopFit":
+        return fit_isoflop(self.N, self.C, self.loss, weights)
+
+    def record(self, group: str, boot: dict, key: str) -> dict:
+        rec = dict(params=self.params(), n_points=int(len(self.N)), budgets=self.budgets, objective=None)
+        rec["ci95"] = ci = {k: honest.ci95(boot, f"{key}|{group}|{k}") for k in ("a", "G")}
+        rec["flags"] = {k: ["zero-width CI"] if honest.zero_width(rec["params"][k], ci[k]) else [] for k in ci}
+        rec["ci95"] = {k: (None if rec["flags"][k] else v) for k, v in ci.items()}
+        return rec
+
+
+def fit_isoflop(N, C, loss, weights=None, bucket=None) -> IsoFlopFit:
     """Optimal N per budget and the exponent a of N_opt ~ C^a; FitError when impossible."""
     N, C, loss = (np.asarray(v, float) for v in (N, C, loss))
     w = np.ones(len(N)) if weights is None else np.asarray(weights, float)
@@ -56,4 +89,4 @@ def fit_isoflop(N, C, loss, weights=None, bucket=None) -> dict:
     lc = np.log([r["C"] for r in rows])
     ln = np.log([r["N_opt"] for r in rows])
     a, logG = np.polyfit(lc, ln, 1)
-    return {"a": float(a), "G": float(np.exp(logG)), "budgets": rows}
+    return IsoFlopFit(float(a), float(np.exp(logG)), rows, N, C, loss)

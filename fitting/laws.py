@@ -7,14 +7,19 @@
 
 A fit over several groups (variants) shares the exponents and keeps E, A, B per group: the
 "joint" fit, which asks whether one set of exponents describes both variants.
+
+Every fitted law (LawFit here, IsoFlopFit in isoflop.py) offers the same small interface, the
+`FittedLaw` protocol: FitSet, the bootstrap and fits.json use only that, so no law is
+special-cased by name outside its own module.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from fitting import engine
+from fitting import engine, honest
 from fitting.errors import FitError
 from fitting.threads import single_threaded
 
@@ -25,9 +30,18 @@ LAWS = {
     "L(C)": (("C",), ("alpha",), ("A",), True),
     "power": (("C",), ("alpha",), ("A",), False),
 }
+# law name -> its form in words (report.md's "Fitted laws"); a joint fit is "<law> joint"
+FORMS = {
+    "L(N,D)": "L = E + A/N^alpha + B/D^beta",
+    "L(N,D) joint": "L(N,D), alpha and beta shared by the variants",
+    "L(D)": "L = E + B/D^beta (one model size)",
+    "L(C)": "L = E + A C^-alpha",
+    "L(C) joint": "L(C), alpha shared by the variants",
+    "power": "L = A C^-alpha",
+}
 # exponent name -> what the user would call the variable it scales
 _WHAT = {"N": "model sizes (N)", "D": "data sizes (D)", "C": "compute budgets (C)"}
-BOUND_RTOL = 1e-6  # a parameter this close (relative; absolute at 0) to a bound is "at bound"
+BOUND_RTOL = engine.BOUND_RTOL
 NEGLIGIBLE = 1e-6  # a term (or E) below this fraction of the lowest loss at every point is gone
 
 
@@ -56,6 +70,23 @@ def check_fittable(law: str, features: np.ndarray, group_idx: np.ndarray, names:
                     f"{law}{where}: only {distinct} distinct {_WHAT[feat]}; exponent {exp} "
                     f"is not identifiable (need at least {need})"
                 )
+
+
+class FittedLaw(Protocol):
+    """What FitSet, the bootstrap and fits.json ask of a fitted law."""
+
+    groups: list[str]
+    refit_cost: float  # relative cost of one bootstrap refit per point (balances the workers)
+
+    def params(self, group: str | None = None) -> dict[str, float]:
+        """Parameter name -> value, for one group."""
+
+    def resample(self, weights: np.ndarray) -> "FittedLaw":
+        """The law refitted with per-point weights; FitError when the resample cannot identify it."""
+
+    def record(self, group: str, boot: dict, key: str) -> dict:
+        """fits.json fields of one group: params, n_points, ci95, flags, ... (bootstrap stats under
+        f"{key}|{group}|{param}")."""
 
 
 @dataclass
@@ -124,6 +155,10 @@ class LawFit:
                 out[m.k + gi * m.per_group + j] = bool(np.all(term < floor))
         return out
 
+    @property
+    def exponent_names(self) -> tuple[str, ...]:
+        return tuple(LAWS[self.law][1])
+
     def params_at_bound(self, group: str | None = None) -> dict[str, bool]:
         """Parameter name -> at its bound (see at_bound), for one group."""
         gi = self.groups.index(group if group is not None else self.groups[0])
@@ -134,6 +169,29 @@ class LawFit:
         out.update({c: bool(b[base + j]) for j, c in enumerate(coefs)})
         out.update({e: bool(b[j]) for j, e in enumerate(exps)})
         return out
+
+    @property
+    def refit_cost(self) -> float:
+        return float(self.model.size)
+
+    def resample(self, weights: np.ndarray) -> "LawFit":
+        """refit, after checking that the points with weight > 0 still identify the law (e.g. a
+        resample that left out every run of one model size does not)."""
+        pos = weights > 0
+        # also refuses a resample in which a group lost every point (0 distinct sizes)
+        check_fittable(self.law, np.exp(self.logx[pos]), self.g[pos], self.groups)
+        return self.refit(weights)
+
+    def record(self, group: str, boot: dict, key: str) -> dict:
+        p = self.params(group)
+        rec = dict(params=p, n_points=int(self.n_points), objective=self.objective,
+                   rms_log_residual=float(np.sqrt(np.mean(self.residuals() ** 2))))
+        ci = {k: honest.ci95(boot, f"{key}|{group}|{k}") for k in param_names(self.law)}
+        lmin = float(self.L[self.g == self.groups.index(group)].min())
+        rec["flags"], rec["ci95"] = honest.param_flags(self, group, p, ci, lmin)
+        rec["sd"] = {k: boot[f"{key}|{group}|{k}"]["sd"] for k in p
+                     if f"{key}|{group}|{k}" in boot and rec["ci95"].get(k) is not None}
+        return rec
 
     def refit(self, weights: np.ndarray) -> "LawFit":
         """Bootstrap fast path: same points, new integer weights, warm start at this fit, the

@@ -254,10 +254,10 @@ def _optimal_size(fig, ax, fs, ctx, fits, boot):
                 lo = hi = np.full(len(grid), np.nan)
             rows += [{"kind": "L(N,D) N_opt", "group": g, "C": c, "N": n, "ci_lo": a, "ci_hi": b}
                      for c, n, a, b in zip(grid, full[key], lo, hi)]
-        iso = fs.ok("isoflop", g)
+        iso = fs.ok(isoflop.NAME, g)
         if iso is not None:
-            bc = [b["C"] for b in iso["budgets"]]
-            bn = [b["N_opt"] for b in iso["budgets"]]
+            bc = [b["C"] for b in iso.budgets]
+            bn = [b["N_opt"] for b in iso.budgets]
             ax.plot(bc, bn, marker="D", ls="none", color=f"C{i}", label=f"{g} IsoFLOP minima")
             rows += [{"kind": "isoflop N_opt", "group": g, "C": c, "N": n} for c, n in zip(bc, bn)]
     best = derived.best_configs(fs.frame)

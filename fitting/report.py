@@ -3,15 +3,9 @@ from __future__ import annotations
 
 import math
 
-LAW_FORMS = {
-    "L(N,D)": "L = E + A/N^alpha + B/D^beta",
-    "L(N,D) joint": "L(N,D), alpha and beta shared by the variants",
-    "L(D)": "L = E + B/D^beta (one model size)",
-    "L(C)": "L = E + A C^-alpha",
-    "L(C) joint": "L(C), alpha shared by the variants",
-    "power": "L = A C^-alpha",
-    "isoflop": "IsoFLOP minima: N_opt = G C^a",
-}
+from fitting import isoflop, laws
+
+LAW_FORMS = {**laws.FORMS, isoflop.NAME: isoflop.FORM}  # each law's form, from its own module
 PARAM_ORDER = ["E", "A", "B", "alpha", "beta", "a", "G"]
 
 

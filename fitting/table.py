@@ -17,14 +17,16 @@ import numpy as np
 import pandas as pd
 
 from fitting.errors import FitError
+from search_spaces import metric_names as M  # the trainer's report keys (a leaf module: no imports)
 
+# "config" (the config id), "run_id", "group" and "seed" come from the trial's config / dir
 POINT_COLUMNS = [
-    "variant", "config", "n_params", "n_params_llm", "n_params_vision", "samples", "tokens",
-    "flops", "eval_loss", "eval_loss_se", "step", "trial_steps", "schedule", "run_id", "group", "wsd_phase",
-    "seed", "eval_loss_shuffled_frames", "eval_loss_shuffled_frames_se",
+    M.VARIANT, "config", M.N_PARAMS, M.N_PARAMS_LLM, M.N_PARAMS_VISION, M.SAMPLES, M.TOKENS,
+    M.FLOPS, M.EVAL_LOSS, M.EVAL_LOSS_SE, M.STEP, M.TRIAL_STEPS, M.SCHEDULE, "run_id", "group", M.WSD_PHASE,
+    "seed", M.EVAL_LOSS_SHUFFLED, M.EVAL_LOSS_SHUFFLED_SE,
 ]
 # Without these a trial cannot become fit points; the rest are filled with NaN / "unknown".
-REQUIRED = ["variant", "config", "step", "samples", "flops", "eval_loss", "n_params"]
+REQUIRED = [M.VARIANT, "config", M.STEP, M.SAMPLES, M.FLOPS, M.EVAL_LOSS, M.N_PARAMS]
 # Keys a report row may lack but the trial's config (params.json) knows.
 FROM_CONFIG = {"variant": "variant", "config": "config", "trial_steps": "steps", "schedule": "schedule",
                "wsd_phase": "wsd_phase", "seed": "seed"}
@@ -127,8 +129,8 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
             if col not in df.columns and key in cfg:
                 df[col] = cfg[key]
         df["run_id"] = run_id
-        if "milestone" in df.columns:
-            df = df[df["milestone"].fillna(False).astype(bool)]
+        if M.MILESTONE in df.columns:
+            df = df[df[M.MILESTONE].fillna(False).astype(bool)]
         if df.empty:
             dropped.append({"run_id": run_id, "reason": "no milestone reports"})
             continue
@@ -137,13 +139,13 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
             dropped.append({"run_id": run_id, "reason": f"reports lack {', '.join(missing)}"})
             continue
         # A diverged run (NaN/inf loss at any milestone) says nothing about its size's law.
-        losses = df["eval_loss"].tolist() + (df["train_loss"].tolist() if "train_loss" in df else [])
+        losses = df[M.EVAL_LOSS].tolist() + (df[M.TRAIN_LOSS].tolist() if M.TRAIN_LOSS in df else [])
         n_bad = sum(_is_bad_loss(v) for v in losses)
         if n_bad:
             dropped.append({"run_id": run_id, "reason": f"{n_bad} non-finite or non-positive loss value(s)"})
             continue
         # A resumed trial re-reports steps it already reported: the last report wins.
-        frames.append(df.drop_duplicates("step", keep="last"))
+        frames.append(df.drop_duplicates(M.STEP, keep="last"))
     if not frames:
         missing = [c for c in REQUIRED if c not in seen_keys]
         if missing and seen_keys:

@@ -1,13 +1,14 @@
 """The study's named grids, as data: which configs, variants and step counts, and the shared
-training settings. `expand` turns a grid (optionally narrowed) into validated TrialConfigs;
-`param_space` turns those into the Ray Tune search space (a grid_search over whole trial
-dicts: the Ray way to express per-config values such as the planner's micro-batch).
+training settings. `expand` turns a grid (optionally narrowed) into validated TrialConfigs
+(pure data: the memory planner, trainables/planner.py `plan_grid`, is applied by the CLI
+afterwards); sweep/launch.py `param_space` turns those into the Ray Tune search space.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS, ConfigError, parse_config_id
+from search_spaces.errors import ConfigError
+from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS, parse_config_id
 from search_spaces.trial import TrialConfig
 
 SEED_STEPS = (100, 300, 1000, 3000)
@@ -37,7 +38,7 @@ class Grid:
     steps: tuple[int, ...]
     settings: dict = field(default_factory=dict)
     variants: tuple[str, ...] = GRID_VARIANTS
-    plan_batches: bool = True  # micro-batch / offload / checkpointing from the GPU planner
+    plan_batches: bool = True  # micro-batch / offload / checkpointing from the GPU planner (plan_grid)
     # replicates per (variant, config, steps) cell the CLI runs by default (--seeds overrides):
     # seeds seed .. seed+K-1 drive model init and data order; the data set (dataset_seed) is shared
     seeds: int = 1
@@ -74,7 +75,6 @@ def expand(
     variants: list[str] | None = None,
     steps: list[int] | None = None,
     overrides: dict | None = None,
-    gpu_mem_gib: float = 24.0,
     seeds: int = 1,
 ) -> list[TrialConfig]:
     """The grid's trials (variant-major, then config, then steps, then seed), narrowed and
@@ -97,21 +97,5 @@ def expand(
         for config in configs or grid.configs:
             for n_steps in steps or grid.steps:
                 trial = TrialConfig.from_dict({"variant": variant, "config": config, "steps": n_steps, **settings})
-                if grid.plan_batches and "micro_batch" not in (overrides or {}):
-                    trial = apply_plan(trial, gpu_mem_gib)
                 trials += [trial.replace(seed=trial.seed + i) for i in range(seeds)]
     return trials
-
-
-def apply_plan(trial: TrialConfig, gpu_mem_gib: float) -> TrialConfig:
-    """Micro-batch, offload and activation checkpointing chosen by the memory planner."""
-    from search_spaces.planner import plan_trial
-
-    plan = plan_trial(trial, gpu_mem_gib=gpu_mem_gib)
-    return trial.replace(micro_batch=plan.micro_batch, offload=plan.offload, grad_checkpointing=plan.grad_checkpointing)
-
-
-def param_space(trials: list[TrialConfig]) -> dict:
-    from ray import tune
-
-    return {"trial": tune.grid_search([t.to_dict() for t in trials])}

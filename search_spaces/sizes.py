@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class ConfigError(ValueError):
-    """A user-caused configuration error: reported as one line, exit code 2."""
+from search_spaces.errors import ConfigError
 
 
 @dataclass(frozen=True)

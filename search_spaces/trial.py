@@ -12,7 +12,8 @@ import json
 import re
 from dataclasses import dataclass, fields
 
-from search_spaces.sizes import VARIANTS, ConfigError, LLMSize, ViTSize, parse_config_id
+from search_spaces.errors import ConfigError
+from search_spaces.sizes import VARIANTS, LLMSize, ViTSize, parse_config_id
 
 
 FAULT_KINDS = ("raise", "kill", "nan", "oom")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 
 # The fields a cooldown may differ in from its stable trial (the rest must match exactly, or

@@ -26,6 +26,9 @@ import zlib
 
 from ray.tune import Callback
 
+# plain strings, pickled by value with this module's functions (no project import at run time)
+from search_spaces.metric_names import CONFIG_ID, EVAL_LOSS, FLOPS, MILESTONE, STEP, VARIANT
+
 logger = logging.getLogger(__name__)
 
 PLOT_NAME = "live_scaling.png"
@@ -100,17 +103,17 @@ class LiveScalingPlot(Callback):
     # -- bookkeeping -------------------------------------------------------------------
     def record(self, trial_id: str, config: dict, result: dict) -> bool:
         """Keep a milestone row's (FLOPs, eval loss); True when it is one."""
-        if "eval_loss" not in result or "flops" not in result or not result.get("milestone", True):
+        if EVAL_LOSS not in result or FLOPS not in result or not result.get(MILESTONE, True):
             return False
-        loss, flops = result["eval_loss"], result["flops"]
+        loss, flops = result[EVAL_LOSS], result[FLOPS]
         if not (math.isfinite(loss) and loss > 0 and flops > 0):  # no place on a log axis
             return False
         t = (config or {}).get("trial", config or {})
-        variant = result.get("variant") or t.get("variant", "?")
-        cfg_id = result.get("config_id") or t.get("config", "?")
+        variant = result.get(VARIANT) or t.get("variant", "?")
+        cfg_id = result.get(CONFIG_ID) or t.get("config", "?")
         entry = self.trials.setdefault(trial_id, {"variant": variant, "config": cfg_id,
                                                   "steps": t.get("steps"), "points": {}})
-        entry["points"][int(result.get("step", len(entry["points"])))] = (float(flops), float(loss))
+        entry["points"][int(result.get(STEP, len(entry["points"])))] = (float(flops), float(loss))
         if cfg_id not in self.configs:
             self.configs.append(cfg_id)
         return True

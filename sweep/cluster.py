@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 DEFAULT_DASHBOARD_HOST = "127.0.0.1"  # loopback only: reach a remote head through an SSH tunnel
 DEFAULT_CLIENT_PORT = 10001  # `ray start --head` default for ray://

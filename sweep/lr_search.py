@@ -21,17 +21,20 @@ import os
 import sys
 from pathlib import Path
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.metric_names import EVAL_LOSS
 from search_spaces.trial import TrialConfig
+from sweep.cluster import start_ray
+from sweep.options import SweepOptions
 
 BEST_FILE = "best_lr.json"
 STUDY_DB = "optuna.db"
-METRIC = "eval_loss"
+METRIC = EVAL_LOSS
 
 
 def lr_trial(config: dict) -> None:
     """Tune trainable: the pair's base trial with `lr` from Optuna and the backbone rate tied to it."""
-    from trainables.train import train_vlm
+    from trainables.train import train_vlm  # torch + DeepSpeed: in the trial worker only
 
     trial = dict(config["trial"], lr=config["lr"], lr_backbone=config["lr"] * config["lr_backbone_ratio"])
     train_vlm({"trial": trial})
@@ -72,13 +75,41 @@ def best_entry(study, ratio: float) -> dict | None:
     return {"lr": lr, "lr_backbone": lr * ratio, "eval_loss": best.value, "n_trials": len(done)}
 
 
-def run_lr_search(args, trials: list[TrialConfig]) -> int:
+def search_pair(args: SweepOptions, base: TrialConfig, name: str, db, trainable, out_dir: Path, todo: int) -> int:
+    """`todo` more Optuna trials of one (variant, config) study; the number that failed."""
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from sweep.cluster import start_ray
-    from sweep.launch import check_storage, make_trainable
+    ratio = base.lr_backbone / base.lr
+    searcher = OptunaSearch(
+        metric=METRIC, mode="min", study_name=name, storage=db,
+        # seeded, and TPE after half the budget of random start-up trials
+        sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=max(2, args.lr_trials // 2)),
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": base.to_dict(), "lr_backbone_ratio": ratio,
+                     "lr": tune.loguniform(args.lr_min, args.lr_max)},
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=todo,
+                                    max_concurrent_trials=args.max_concurrent or None,
+                                    trial_dirname_creator="lr_{0.trial_id}".format),
+        run_config=tune.RunConfig(name=name, storage_path=str(out_dir), verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=args.max_failures)),
+    )
+    errors = [r for r in tuner.fit() if r.error is not None]
+    for r in errors:
+        print(f"lr trial {r.path} failed: {str(r.error).strip().splitlines()[-1]}", file=sys.stderr)
+    return len(errors)
+
+
+def run_lr_search(args: SweepOptions, trials: list[TrialConfig]) -> int:
+    # Optuna and Ray: only when a search runs (this module's apply_lrs also serves --dry-run)
+    import optuna
+
+    from sweep.experiment import check_storage  # Ray, as sweep.launch
+    from sweep.launch import make_trainable
 
     # the classic, quiet reporter; and no warning about the forced experiment snapshots that
     # num_to_keep=1 causes (short trials checkpoint often, keeping one is all a search needs)
@@ -87,11 +118,7 @@ def run_lr_search(args, trials: list[TrialConfig]) -> int:
     storage = check_storage(args.storage_path)
     if "://" in storage:
         raise ConfigError("--lr-search keeps its Optuna study in a sqlite file: give a local --storage-path")
-    if args.lr_trials <= 0:
-        raise ConfigError(f"--lr-trials must be positive, got {args.lr_trials}")
-    lo, hi = args.lr_min, args.lr_max
-    if not 0 < lo < hi:
-        raise ConfigError(f"--lr-min/--lr-max must satisfy 0 < min < max, got {lo}, {hi}")
+    lo, hi = args.lr_min, args.lr_max  # SweepOptions checked 0 < lo < hi and lr_trials >= 1
     targets = search_targets(trials, args.lr_steps)
     out_dir = Path(storage, f"{args.name or args.grid}_lr_search")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,26 +143,7 @@ def run_lr_search(args, trials: list[TrialConfig]) -> int:
         print(f"lr search {variant} {config}: {max(todo, 0)} of {args.lr_trials} trials at {base.steps} steps, "
               f"lr in [{lo:g}, {hi:g}], lr_backbone = {ratio:g} x lr", flush=True)
         if todo > 0:
-            searcher = OptunaSearch(
-                metric=METRIC, mode="min", study_name=name, storage=db,
-                # seeded, and TPE after half the budget of random start-up trials
-                sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=max(2, args.lr_trials // 2)),
-            )
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"trial": base.to_dict(), "lr_backbone_ratio": ratio, "lr": tune.loguniform(lo, hi)},
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=todo,
-                                            max_concurrent_trials=args.max_concurrent or None,
-                                            trial_dirname_creator="lr_{0.trial_id}".format),
-                run_config=tune.RunConfig(name=name, storage_path=str(out_dir), verbose=0,
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                          failure_config=tune.FailureConfig(max_failures=args.max_failures)),
-            )
-            results = tuner.fit()
-            errors = [r for r in results if r.error is not None]
-            for r in errors:
-                print(f"lr trial {r.path} failed: {str(r.error).strip().splitlines()[-1]}", file=sys.stderr)
-            failed += len(errors)
+            failed += search_pair(args, base, name, db, trainable, out_dir, todo)
         entry = best_entry(study, ratio)
         if entry is None:
             print(f"lr search {variant} {config}: no trial finished", file=sys.stderr)

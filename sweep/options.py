@@ -12,8 +12,8 @@ import math
 import re
 from dataclasses import dataclass, fields
 
+from search_spaces.errors import ConfigError
 from search_spaces.grids import GRIDS
-from search_spaces.sizes import ConfigError
 
 # a directory name inside --storage-path: no separators, no "." / "..", nothing hidden
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
@@ -80,10 +80,18 @@ class SweepOptions:
         return self.name or self.grid
 
     @classmethod
+    def from_dict(cls, values: dict) -> "SweepOptions":
+        """Like TrialConfig.from_dict: an unknown key is an error, not silently dropped."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown sweep option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
     def from_namespace(cls, ns: argparse.Namespace, argv: list[str]) -> "SweepOptions":
+        """Every argparse destination becomes a field (a flag without one fails here)."""
         raw = vars(ns)
-        known = {f.name for f in fields(cls)} - {"argv"}
-        values = {k: raw[k] for k in known if k in raw}
+        values = dict(raw)
         values["configs"] = parse_list("--configs", raw.get("configs"))
         values["variants"] = parse_list("--variants", raw.get("variants"))
         values["steps"] = parse_list("--steps", raw.get("steps"), int)
@@ -91,7 +99,7 @@ class SweepOptions:
         if raw.get("schedule") is None:  # the grid's default (an unknown grid fails later, in one place)
             grid = GRIDS.get(raw.get("grid") or cls.grid)
             values["schedule"] = grid.schedule if grid else cls.schedule
-        return cls(**values, argv=tuple(argv))
+        return cls.from_dict({**values, "argv": tuple(argv)})
 
     def __post_init__(self) -> None:
         if self.name is not None and (not PLAIN_NAME.fullmatch(self.name) or self.name in (".", "..")):

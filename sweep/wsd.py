@@ -30,23 +30,12 @@ from ray.tune.search import Searcher
 
 logger = logging.getLogger(__name__)
 
-# This module is pickled by value into tuner.pkl (sweep.launch.portable_pickles): at run time
-# the searcher uses only Ray, the standard library and its own plain-data state, never other
-# project modules (those are imported inside wsd_search, which is not pickled).
+# This module is pickled by value into tuner.pkl (sweep.launch.portable_pickles): it imports
+# only Ray and the standard library, and the searcher keeps plain-data state. Ordering the
+# families (which needs the FLOPs model) is sweep/schedule.py's wsd_search, which is not pickled.
 # The trial directory name of a WSD experiment (a str.format pattern: see sweep/launch.py).
 DIRNAME = ("{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][steps]}_"
                    "{0.config[trial][wsd_phase]}_s{0.config[trial][seed]}_{0.trial_id}")
-
-
-def wsd_search(families, exp_dir: str, dirname: str = DIRNAME) -> dict:
-    """TuneConfig keyword arguments for a WSD experiment: the searcher, and num_samples = every
-    trial it will suggest (stable + cooldowns). Most expensive stable trials first.
-    dirname: the experiment's trial_dirname_creator format (DIRNAME)."""
-    from sweep.launch import longest_first
-
-    order = {id(t): i for i, t in enumerate(longest_first([f.stable for f in families]))}
-    searcher = WsdSearcher(sorted(families, key=lambda f: order[id(f.stable)]), exp_dir, dirname)
-    return {"search_alg": searcher, "num_samples": searcher.total_trials}
 
 
 class WsdSearcher(Searcher):

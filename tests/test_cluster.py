@@ -10,7 +10,7 @@ import time
 import pytest
 
 import tune_scaling
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 
 def free_port() -> int:

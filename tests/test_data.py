@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 from trainables.data import synthetic
-from trainables.data.pipeline import (EpochCursor, collate, derangement, encode_caption, eval_batches, load_data,
+from trainables.data.bundle import load_data
+from trainables.data.pipeline import (EpochCursor, collate, derangement, encode_caption, eval_batches,
                                      normalise_frames, train_loader)
 from trainables.data.sources import resolve
 from trainables.data.tokenizer import word_level_tokenizer
@@ -327,7 +328,7 @@ def test_null_captions_are_bad_rows_and_all_null_is_an_error(tmp_path):
     caps = [None if i % 4 == 0 else "red circle top stays" for i in range(20)]
     path = _write_parquet(tmp_path, 20, frames=2, captions=caps)
     data = load_data(tiny_cfg(dataset=path, frames_column="frames", eval_size=4))
-    assert data.description["null_captions"] == 5
+    assert data.null_captions == 5
     items = [data.train[i] for i in range(len(data.train))]
     nulls = sum(caps[data.train.index[i]] is None for i in range(len(data.train)))
     assert sum("bad_row" in it for it in items) == nulls > 0
@@ -363,9 +364,9 @@ def test_parquet_null_captions_are_counted_behind_nested_columns(tmp_path, stats
 def test_the_host_memory_plan_includes_the_loader_prefetch():
     """--dry-run's host column: the trial process plus (4 workers x 2 + 2) uint8 batches in flight."""
     from search_spaces.grids import expand
-    from search_spaces.planner import dry_run_rows
     from trainables.data.prefetch import pipeline_host_bytes
     from trainables.memory import GIB, HOST_BASE_BYTES
+    from trainables.planner import dry_run_rows
 
     (cfg,) = expand("phase1", configs=["S-S"], variants=["baseline"], steps=[100])
     loader = pipeline_host_bytes(cfg)

@@ -206,7 +206,7 @@ def test_a_multiplier_outside_the_reference_arms_measured_compute_is_a_bound():
 def test_an_interval_cut_by_the_exponent_box_is_flagged_not_hidden():
     from types import SimpleNamespace
 
-    fit = SimpleNamespace(law="L(C)", params_at_bound=lambda g: {"E": False, "A": False, "alpha": False})
+    fit = SimpleNamespace(exponent_names=("alpha",), params_at_bound=lambda g: {"E": False, "A": False, "alpha": False})
     params = {"E": 0.5, "A": 10.0, "alpha": 3.3}
     flags, ci = honest.param_flags(fit, "baseline", params,
                                    {"E": [0.0, 0.6], "A": [1.0, 1e9], "alpha": [0.49, 10.0]}, min_loss=0.7)

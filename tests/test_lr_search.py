@@ -7,14 +7,18 @@ import sqlite3
 import pytest
 
 import tune_scaling
-from search_spaces.grids import expand
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.grids import GRIDS, expand
+from search_spaces.trial import TrialConfig
 
 
 def test_search_targets_one_short_run_per_pair():
     from sweep.lr_search import search_targets
 
-    trials = expand("phase4", configs=["S-S", "M-B"], steps=[300, 100])
+    from trainables.planner import plan_grid
+
+    trials = plan_grid(GRIDS["phase4"], expand("phase4", configs=["S-S", "M-B"], steps=[300, 100]), 24.0)
+    assert {t.micro_batch for t in trials} != {TrialConfig.micro_batch}  # planned, as the CLI does
     targets = search_targets(trials)
     assert sorted(targets) == [(v, c) for v in ("baseline", "foveated") for c in ("M-B", "S-S")]
     for (variant, config), t in targets.items():

@@ -7,7 +7,8 @@ import torch
 from torch.autograd.graph import saved_tensors_hooks
 
 from search_spaces.trial import TrialConfig
-from trainables.memory import GIB, activation_bytes, estimate_memory, param_counts_for
+from trainables.memory import GIB, activation_bytes, estimate_memory
+from trainables.parameters import param_counts_for
 from trainables.models import build_vlm, param_counts
 
 VOCAB = 256
@@ -133,7 +134,7 @@ def test_estimate_defaults_to_the_trials_own_settings():
 def test_param_table_is_the_meta_builds():
     """trainables/param_table.py (what planning reads, no torch) against the real builds."""
     from trainables import param_table
-    from trainables.memory import ParamCounts, build_param_counts
+    from trainables.parameters import ParamCounts, build_param_counts
 
     from search_spaces.sizes import REAL_CONFIGS, VARIANTS
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search_spaces.sizes import LLM_SIZES, VIT_SIZES, ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.sizes import LLM_SIZES, VIT_SIZES
 from search_spaces.trial import TrialConfig
 from trainables.models import build_vlm
 from trainables.models.language import build_language

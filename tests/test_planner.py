@@ -1,4 +1,4 @@
-"""The planner (search_spaces/planner.py) on the seed's configs at 24 GiB, its errors, and the
+"""The planner (trainables/planner.py) on the seed's configs at 24 GiB, its errors, and the
 72-row phase-4 dry run."""
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from search_spaces.planner import dry_run_rows, dry_run_totals, format_table, plan_trial, rows_to_json
-from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS, ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS
 from search_spaces.trial import TrialConfig
+from trainables.planner import dry_run_rows, dry_run_totals, format_table, plan_trial
 
 SEED_GIB = 24.0  # the seed's RTX 4090
 
@@ -125,7 +126,7 @@ def test_phase4_dry_run_72_rows_fast():
     text = format_table(rows, totals)
     lines = text.splitlines()
     assert len(lines) == 72 + 3 and len({len(l) for l in lines[:2]}) == 1  # header and rule aligned
-    assert json.loads(rows_to_json(rows, totals))["totals"]["trials"] == 72
+    assert json.loads(json.dumps({"rows": rows, "totals": totals}))["totals"]["trials"] == 72  # --format json
 
 
 def test_dry_run_time_model():

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search_spaces.grids import expand
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.grids import GRIDS, expand
 from trainables.data import preflight, synthetic
+from trainables.planner import plan_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,8 +106,8 @@ def test_check_data_on_parquet_clips_reports_and_writes_nothing(tmp_path, monkey
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     before = files_under(tmp_path)
-    trials = expand("phase1", configs=["S-S"], steps=[100, 300], overrides={
-        "init": "random", "dataset": str(path), "frames_column": "frames", "eval_size": 16})
+    trials = plan_grid(GRIDS["phase1"], expand("phase1", configs=["S-S"], steps=[100, 300], overrides={
+        "init": "random", "dataset": str(path), "frames_column": "frames", "eval_size": 16}), 24.0)  # as the CLI
     assert len(trials) == 4 and trials[0].micro_batch == 32
     assert preflight.check_data(trials, batches=1) == 0
     out = capsys.readouterr().out

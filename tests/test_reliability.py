@@ -472,8 +472,9 @@ def test_resume_of_a_launch_killed_before_ray_saved_state_starts_it(tmp_path, mo
     study.json is another grid's is still refused."""
     import ray
 
-    from search_spaces.sizes import ConfigError
-    from sweep.launch import MANIFEST, run_sweep
+    from search_spaces.errors import ConfigError
+    from sweep.experiment import MANIFEST
+    from sweep.launch import run_sweep
     from tune_scaling import build_trials, parse_args
 
     def fake_init(**kwargs):

@@ -12,8 +12,12 @@ from types import SimpleNamespace
 import pytest
 
 import tune_scaling
-from search_spaces.grids import GRIDS, expand, param_space
-from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.grids import GRIDS, expand
+from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS
+from search_spaces.trial import TrialConfig
+from sweep.launch import param_space
+from trainables.planner import plan_grid, plan_trial
 
 SEED_STEPS = [100, 300, 1000, 3000]
 
@@ -29,8 +33,20 @@ def test_phase_grids_expand_to_the_study_trials(grid, configs):
     # the fairness rules: one batch, data set, lr pair, image size for every trial of a phase
     assert {(t.global_batch, t.dataset, t.lr, t.lr_backbone, t.frames, t.image_size) for t in trials} == {
         (32, "synthetic", 1e-4, 2e-5, 8, 224)}
-    assert all(t.global_batch == t.micro_batch * t.grad_accum for t in trials)  # planner's micro-batch applied
     assert len(param_space(trials)["trial"]["grid_search"]) == len(trials)
+
+
+def test_the_cli_plans_the_expanded_grid():
+    # expand is pure data (the TrialConfig defaults); the CLI then applies the memory planner
+    plain = expand("phase4", configs=["S-S", "L-L"], steps=[100])
+    planned = tune_scaling.build_trials(tune_scaling.parse_args(["--grid", "phase4", "--configs", "S-S,L-L",
+                                                                 "--steps", "100", "--gpu-mem", "24"]))
+    assert {t.micro_batch for t in plain} == {TrialConfig.micro_batch} and not any(t.offload for t in plain)
+    assert planned == [plan_trial(t, 24.0).apply(t) for t in plain]
+    assert any(t.offload for t in planned)  # L-L needs offload at 24 GiB: the plan did change trials
+    assert all(t.global_batch == t.micro_batch * t.grad_accum for t in planned)
+    smoke = expand("smoke", configs=["T1-T1"])
+    assert plan_grid(GRIDS["smoke"], smoke, 1e-9) == smoke  # a grid with its own micro-batch is not planned
 
 
 def test_smoke_grid_expands_to_its_definition():
@@ -89,7 +105,7 @@ def test_seeds_replicate_every_cell_with_the_same_seeds_for_both_arms():
 
 
 def test_a_refused_resume_names_the_differing_fields():
-    from sweep.launch import grid_difference
+    from sweep.experiment import grid_difference
 
     old = [t.to_dict() for t in expand("smoke", configs=["T1-T1"], steps=[10, 20])]
     new = [t.to_dict() for t in expand("smoke", configs=["T1-T1"], steps=[10, 30], seeds=2)]
@@ -257,3 +273,19 @@ def test_each_grid_brings_its_default_schedule_and_the_flag_overrides_it():
     assert tune_scaling.parse_args(["--grid", "phase1"]).schedule == "cosine"
     assert tune_scaling.parse_args(["--grid", "smoke", "--schedule", "cosine"]).schedule == "cosine"
     assert tune_scaling.parse_args(["--grid", "phase1", "--schedule", "wsd"]).schedule == "wsd"
+
+
+def test_sweep_options_refuse_unknown_fields_and_the_driver_refuses_a_namespace():
+    import argparse
+
+    from sweep.launch import run_sweep
+    from sweep.options import SweepOptions
+
+    opts = tune_scaling.parse_args(["--grid", "smoke", "--configs", "T1-T1"])
+    assert isinstance(opts, SweepOptions) and opts.configs == ("T1-T1",) and opts.gpu_mem == 24.0
+    with pytest.raises(ConfigError, match="unknown sweep option.*: gpu_memory"):
+        SweepOptions.from_dict({"grid": "smoke", "gpu_memory": 12})
+    with pytest.raises(ConfigError, match="unknown sweep option.*: typo"):  # a flag without a field
+        SweepOptions.from_namespace(argparse.Namespace(grid="smoke", typo=1), [])
+    with pytest.raises(TypeError, match="takes SweepOptions"):
+        run_sweep(argparse.Namespace(**{k: v for k, v in vars(opts).items()}), [])

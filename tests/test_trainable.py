@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from search_spaces.grids import GRIDS, expand, param_space
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.grids import GRIDS, expand
+from sweep.launch import param_space
 from trainables import checkpoint as ckpt
 
 REQUIRED_METRICS = {

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from search_spaces.grids import GRIDS, expand
-from search_spaces.sizes import GRID_VARIANTS, VARIANTS, ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.sizes import GRID_VARIANTS, VARIANTS
 from search_spaces.trial import TrialConfig
 from trainables import flops, memory
 from trainables.models import build

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from search_spaces.grids import expand
-from search_spaces.planner import dry_run_rows
-from search_spaces.sizes import ConfigError
+from trainables.planner import dry_run_rows
+from search_spaces.errors import ConfigError
 from search_spaces.wsd import schedule_comparison, wsd_families
 from trainables import checkpoint as ckpt
 from trainables.engine import make_scheduler

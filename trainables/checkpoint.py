@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
+from search_spaces.wsd import FORK_FREE_FIELDS
 
 DS_TAG = "ds"
 STATE_FILE = "trainer_state.pt"
@@ -118,8 +119,6 @@ def check_compatible(directory: str | os.PathLike, cfg: TrialConfig, fork: bool 
     differ only in search_spaces.wsd.FORK_FREE_FIELDS. A key the saved config lacks (written
     before the field existed) compares as the field's default.
     """
-    from search_spaces.wsd import FORK_FREE_FIELDS
-
     path = Path(directory) / CONFIG_FILE
     if not path.exists():
         raise ConfigError(f"checkpoint {directory} has no {CONFIG_FILE}: not written by this tool")

@@ -5,6 +5,9 @@ import time
 
 import torch
 
+from search_spaces.metric_names import SAMPLES_PER_S
+from trainables.flops import mfu
+
 
 class ThroughputMeter:
     """Samples/s over training time only: eval and checkpoint time are paused out."""
@@ -28,10 +31,11 @@ class ThroughputMeter:
         sps = (self._samples - self._samples0) / self._train_s if self._train_s > 0 else 0.0
         self._samples0, self._train_s = self._samples, 0.0
         achieved = sps * flops_per_sample
+        utilisation = mfu(sps, flops_per_sample, peak_flops)
         return {
-            "samples_per_s": sps,
+            SAMPLES_PER_S: sps,
             "tflops": achieved / 1e12,
-            "mfu": achieved / peak_flops if peak_flops else float("nan"),
+            "mfu": float("nan") if utilisation is None else utilisation,
         }
 
 

@@ -1,7 +1,7 @@
 """Parameter counts of every arm's 9 real (variant, config) models, so planning (--dry-run,
 the planner's micro-batches) needs neither torch nor a model build.
 
-Written from the meta-device builds (trainables.memory.build_param_counts) at the phase grids'
+Written from the meta-device builds (trainables.parameters.build_param_counts) at the phase grids'
 query_dim 384 and SmolLM2's vocabulary 49152; tests/test_memory.py rebuilds every entry and
 compares, so a model change that moves a count fails there. Other (variant, config, query_dim,
 vocab) keys (tiny test sizes, the smoke grid) are built on the meta device as before.

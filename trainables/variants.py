@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 POOLED = "pooled"  # ViT over each frame, patch grid average-pooled, projected (BaselineVLM)
 FOVEATED = "foveated"  # one token per frame from an LLM-steered query pass (FoveatedVLM)

@@ -7,36 +7,25 @@ decoded per batch in DataLoader workers; host memory is the loader's prefetch
 normalised on the device (`normalise_frames`): 4x less host memory and PCIe than float32.
 Order: a seeded permutation per epoch, consumed through a cursor that is saved in every
 checkpoint, so a resumed trial sees exactly the samples an uninterrupted one would have.
+Opening a trial's splits and its tokenizer: trainables/data/bundle.py (`load_data`).
 """
 from __future__ import annotations
 
 import functools
 import io
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
-from trainables.data import sources, synthetic
 from trainables.data.prefetch import GPU_WORKERS, PREFETCH_FACTOR
 from trainables.data.sources import SHUFFLE_WINDOW
-from trainables.data.tokenizer import pretrained_tokenizer, vocabulary_from_texts, word_level_tokenizer
 
 # DINOv2's image processor normalises with the ImageNet statistics.
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-@dataclass
-class DataBundle:
-    train: "ClipDataset"
-    eval: "ClipDataset"
-    tokenizer: object
-    vocab_size: int
-    description: dict  # what to record with the results: source, sizes, seeds
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -262,76 +251,3 @@ def eval_batches(ds: ClipDataset, batch_size: int, workers: int | None = None,
     with frames_from, every row paired with another row's frames (see `_FramesFrom`)."""
     source = ds if frames_from is None else _FramesFrom(ds, frames_from)
     yield from _loader(source, loader_workers() if workers is None else workers, batch_size=batch_size, shuffle=False)
-
-
-# -- sources --------------------------------------------------------------------------------
-def load_data(cfg: TrialConfig, tokenizer: bool = True) -> DataBundle:
-    """The trial's splits, opened lazily. tokenizer=False: no tokenizer (items carry captions)."""
-    description = {"dataset": cfg.dataset, "dataset_seed": cfg.dataset_seed}
-    if cfg.dataset == "synthetic":
-        train = synthetic.SyntheticClips(cfg.dataset_seed, "train", cfg.dataset_size, cfg.frames, cfg.image_size)
-        evl = synthetic.SyntheticClips(cfg.dataset_seed, "eval", cfg.eval_size, cfg.frames, cfg.image_size)
-        frames_col, image_col, text_col = "frames", None, "caption"
-        train_index = eval_index = train_groups = None
-        words = synthetic.vocabulary()
-        n_train, n_eval = len(train), len(evl)
-    else:
-        rows, frames_col, image_col, text_col = open_real(cfg)
-        sizes = rows.group_sizes if rows.group_sizes is not None else np.ones(len(rows), np.int64)
-        train_index, train_groups, eval_index = sources.split_rows(sizes, cfg.eval_size, cfg.dataset_seed)
-        train_groups = None if rows.group_sizes is None else train_groups
-        train = evl = rows
-        words = None
-        n_train, n_eval = len(train_index), len(eval_index)
-        description["null_captions"] = rows.null_count(text_col)
-    tok = None
-    if tokenizer and cfg.init == "pretrained":
-        llm, _ = cfg.sizes
-        tok = pretrained_tokenizer(cfg.llm_path or llm.hub_id)
-    elif tokenizer:
-        if words is None:  # train captions only, streamed from the text column
-            keep = np.zeros(len(rows), bool)
-            keep[train_index] = True
-            words = vocabulary_from_texts(str(t) for t, k in zip(rows.iter_column(text_col), keep) if k and t is not None)
-        tok = word_level_tokenizer(words)
-    name = cfg.dataset
-    description.update({"train_rows": n_train, "eval_rows": n_eval, "vocab_size": len(tok) if tok else None})
-    return DataBundle(
-        train=ClipDataset(train, cfg, tok, frames_col, image_col, text_col, name, train_index, train_groups),
-        eval=ClipDataset(evl, cfg, tok, frames_col, image_col, text_col, name, eval_index),
-        tokenizer=tok,
-        vocab_size=len(tok) if tok else 0,
-        description=description,
-    )
-
-
-def open_real(cfg: TrialConfig):
-    """(rows, frames column, image column, text column) of a real data set, its columns checked."""
-    kind, location = sources.resolve(cfg.dataset)
-    rows = sources.open_rows(kind, location, cfg.frames_column)
-    if len(rows) == 0:
-        raise ConfigError(f"dataset {cfg.dataset!r}: the train split is empty")
-    cols = set(rows.column_types)
-    frames_col, image_col, text_col = cfg.frames_column, cfg.image_column, cfg.text_column
-    if not frames_col and not image_col:
-        image_col = next((c for c in ("image", "img", "jpg", "png") if c in cols), None)
-        frames_col = next((c for c in ("frames", "video_frames") if c in cols), None) if not image_col else None
-    for role, col in (("text", text_col), ("image", image_col), ("frames", frames_col)):
-        if col is not None and col not in cols:
-            raise ConfigError(f"dataset {cfg.dataset!r}: no {role} column {col!r} (columns: {', '.join(sorted(cols))})")
-    if not frames_col and not image_col:
-        raise ConfigError(f"dataset {cfg.dataset!r}: no image or frames column found; pass --image-column "
-                          f"or --frames-column (columns: {', '.join(sorted(cols))})")
-    if isinstance(rows, sources.ArrowRows) and image_col:
-        import datasets
-
-        if isinstance(rows.ds.features.get(image_col), datasets.Image):  # decode ourselves: count bad rows
-            rows.ds = rows.ds.cast_column(image_col, datasets.Image(decode=False))
-    for role, col in (("text", text_col), ("image", image_col), ("frames", frames_col)):
-        if col is not None and rows.null_count(col) == len(rows):
-            raise ConfigError(f"dataset {cfg.dataset!r}: the {role} column {col!r} is null in all {len(rows)} rows")
-    if isinstance(rows, sources.ParquetRows):
-        rows.columns = [c for c in (frames_col, image_col, text_col) if c]
-    if len(rows) <= cfg.eval_size:
-        raise ConfigError(f"dataset {cfg.dataset!r}: {len(rows)} rows, not more than eval_size {cfg.eval_size}")
-    return rows, frames_col, image_col, text_col

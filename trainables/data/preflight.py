@@ -14,7 +14,9 @@ import resource
 import sys
 import time
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
+from trainables.data.prefetch import pipeline_host_bytes
+from trainables.data.sources import CACHED_GROUPS, resolve
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 LLM_FILES = ("tokenizer.json", "tokenizer_config.json")  # the trial loads the LLM's own tokenizer
@@ -83,8 +85,6 @@ def distinct_data(trials) -> list:
 
 def check_names(trials) -> None:
     """The cheap part (for --dry-run): every --dataset resolves (path exists or org/name id)."""
-    from trainables.data.sources import resolve
-
     for t in trials:
         resolve(t.dataset)
 
@@ -93,7 +93,7 @@ def open_dataset(cfg, tokenizer: bool = True):
     """load_data with every datasets / pyarrow failure turned into one ConfigError line."""
     import datasets
 
-    from trainables.data.pipeline import load_data
+    from trainables.data.bundle import load_data  # torch: --dry-run imports this module, never torch
 
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # the CLI's error must stay one line
@@ -140,11 +140,28 @@ def peak_rss_bytes() -> int:
     return max(own, kids) * 1024  # Linux reports KiB
 
 
+def describe_source(data, cfg, opened_s: float, out=print) -> None:
+    """--check-data's lines on what was opened: rows, columns and their roles, null captions."""
+    tr = data.train
+    types = tr.rows.column_types if hasattr(tr.rows, "column_types") else {
+        "frames": f"uint8[{cfg.frames},{cfg.image_size},{cfg.image_size},3] (computed per index)",
+        "caption": "string"}
+    out(f"dataset {cfg.dataset}: {len(data.train):,} train rows, "
+        f"{len(data.eval):,} eval rows (opened in {opened_s:.1f} s)")
+    used = {tr.frames_column: "frames", tr.image_column: "image", tr.text_column: "text"}
+    for c, ty in types.items():
+        role = f"  <- {used[c]}" if c in used else ""
+        out(f"  column {c}: {ty}{role}")
+    if hasattr(tr.rows, "largest_group_bytes"):
+        out(f"  parquet: {len(tr.rows.group_sizes)} row groups, largest {tr.rows.largest_group_bytes / 2**20:.1f} MiB "
+            f"uncompressed (each loader process caches up to {CACHED_GROUPS})")
+    if data.null_captions:
+        out(f"  null captions: {data.null_captions} rows (skipped as bad rows)")
+
+
 def check_data(trials, batches: int = 4, out=print) -> int:
     """--check-data: validate as a launch would, then report on each distinct data set."""
-    from trainables.data.pipeline import BadRows, loader_workers, train_loader
-    from trainables.data.prefetch import pipeline_host_bytes
-    from trainables.data.sources import CACHED_GROUPS
+    from trainables.data.pipeline import BadRows, loader_workers, train_loader  # torch: not for --dry-run
 
     check_names(trials)
     try:
@@ -158,21 +175,7 @@ def check_data(trials, batches: int = 4, out=print) -> int:
         opened_s = time.perf_counter() - t0
         first_decodable(data, cfg)
         tr = data.train
-        types = tr.rows.column_types if hasattr(tr.rows, "column_types") else {
-            "frames": f"uint8[{cfg.frames},{cfg.image_size},{cfg.image_size},3] (computed per index)",
-            "caption": "string"}
-        out(f"dataset {cfg.dataset}: {data.description['train_rows']:,} train rows, "
-            f"{data.description['eval_rows']:,} eval rows (opened in {opened_s:.1f} s)")
-        used = {tr.frames_column: "frames", tr.image_column: "image", tr.text_column: "text"}
-        for c, ty in types.items():
-            role = f"  <- {used[c]}" if c in used else ""
-            out(f"  column {c}: {ty}{role}")
-        if hasattr(tr.rows, "largest_group_bytes"):
-            out(f"  parquet: {len(tr.rows.group_sizes)} row groups, largest {tr.rows.largest_group_bytes / 2**20:.1f} MiB "
-                f"uncompressed (each loader process caches up to {CACHED_GROUPS})")
-        nulls = data.description.get("null_captions")
-        if nulls:
-            out(f"  null captions: {nulls} rows (skipped as bad rows)")
+        describe_source(data, cfg, opened_s, out)
         workers = loader_workers()
         _, loader = train_loader(tr, cfg, workers=workers)
         try:

@@ -19,7 +19,7 @@ from glob import glob, has_magic
 
 import numpy as np
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 # only an org/name id goes to the hub; anything else that does not exist is a missing path
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 

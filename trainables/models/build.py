@@ -6,7 +6,8 @@ import os
 import torch
 from transformers import Dinov2Model, LlamaForCausalLM, PreTrainedModel
 
-from search_spaces.sizes import ConfigError, LLMSize, ViTSize
+from search_spaces.errors import ConfigError
+from search_spaces.sizes import LLMSize, ViTSize
 from search_spaces.trial import TrialConfig
 from trainables.models.base import VLMBase
 from trainables.models.baseline import BaselineVLM

@@ -14,7 +14,7 @@ samples, same optimizer") never depends on the card.
 
 Against the seed's table (RTX 4090, 24 GiB, 8 frames x 224^2, ~64 text tokens; predicted GPU
 memory includes a 10% fragmentation margin and 1 GiB of CUDA context); see
-`python -m search_spaces.planner 24` for the numbers:
+`python -m trainables.planner 24` for the numbers:
 * S-S, S-B: 16, no savers - agrees. M-S: 16, M-B: 16 (foveated) / 8 (baseline) - the seed's
   8-12 band or above (12 is not a power of two dividing 16).
 * S-L and M-L: micro-batch 4 x 4 accumulation, both variants - the seed had 16 for S-L and
@@ -33,16 +33,18 @@ memory includes a 10% fragmentation margin and 1 GiB of CUDA context); see
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
-from search_spaces.sizes import ConfigError
+from search_spaces.errors import ConfigError
+from search_spaces.grids import Grid
+from search_spaces.sizes import REAL_CONFIGS, VARIANTS
 from search_spaces.trial import TrialConfig
-
-if TYPE_CHECKING:  # importing trainables.memory at runtime is deferred (torch) to first use
-    from trainables.memory import MemoryEstimate
+from search_spaces.wsd import trained_steps
+from trainables.flops import PEAK_FLOPS, peak_flops, trial_flops_per_sample
+from trainables.measured_mfu import mfu_for
+from trainables.memory import GIB, MemoryEstimate, estimate_memory
+from trainables.parameters import param_counts_for
 
 MODES: tuple[tuple[bool, bool], ...] = ((False, False), (False, True), (True, False), (True, True))
 # Checkpointing recomputes each layer's forward in backward: fwd+bwd = 3 units, +1.
@@ -52,8 +54,6 @@ RECOMPUTE_TIME = 4 / 3
 # documented assumption; pass measured samples_per_s to replace the whole time model.
 OFFLOAD_S_PER_PARAM = 1e-9
 DEFAULT_MFU = 0.35  # only where trainables/measured_mfu.py has nothing measured (and no --mfu)
-# Dense bf16 peaks used when trainables.flops has no peak_flops (it does; kept as fallback).
-_FALLBACK_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "RTX 4090": 165.2e12}
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,14 @@ class Plan:
     def apply(self, cfg: TrialConfig) -> TrialConfig:
         """cfg with this plan's micro_batch / offload / grad_checkpointing."""
         return cfg.replace(micro_batch=self.micro_batch, offload=self.offload, grad_checkpointing=self.grad_checkpointing)
+
+
+def plan_grid(grid: Grid, trials: list[TrialConfig], gpu_mem_gib: float) -> list[TrialConfig]:
+    """The grid's trials with the planner's micro-batch / offload / checkpointing for one GPU of
+    `gpu_mem_gib` GiB; unchanged for a grid that fixes its own (Grid.plan_batches False)."""
+    if not grid.plan_batches:
+        return list(trials)
+    return [plan_trial(t, gpu_mem_gib).apply(t) for t in trials]
 
 
 def _candidates(global_batch: int, micro_batches: tuple[int, ...] | None) -> list[int]:
@@ -100,8 +108,6 @@ def plan_trial(
 
 @lru_cache(maxsize=4096)
 def _plan(cfg: TrialConfig, gpu_mem_gib: float, vocab_size: int, micro_batches: tuple[int, ...] | None) -> Plan:
-    from trainables.memory import GIB, estimate_memory
-
     sizes = _candidates(cfg.global_batch, micro_batches)
     budget = gpu_mem_gib * GIB
     for offload, ckpt in MODES:
@@ -118,22 +124,15 @@ def _plan(cfg: TrialConfig, gpu_mem_gib: float, vocab_size: int, micro_batches: 
 
 # -- dry run ------------------------------------------------------------------------------
 def _peak_flops(gpu_name: str) -> float:
-    try:
-        from trainables.flops import peak_flops
-    except ImportError:  # pragma: no cover - flops.py provides it
-        peak_flops = None
-    peak = peak_flops(gpu_name) if peak_flops else None
-    if peak is None:
-        peak = next((v for k, v in _FALLBACK_PEAK.items() if k.lower() in gpu_name.lower()), None)
+    peak = peak_flops(gpu_name)
     if not peak:
-        raise ConfigError(f"unknown GPU {gpu_name!r}: no peak FLOP/s known; set PEAK_FLOPS=<FLOP/s> or name one of {', '.join(_FALLBACK_PEAK)}")
+        known = ", ".join(name for name, _ in PEAK_FLOPS)
+        raise ConfigError(f"unknown GPU {gpu_name!r}: no peak FLOP/s known; set PEAK_FLOPS=<FLOP/s> or name one of {known}")
     return float(peak)
 
 
 @lru_cache(maxsize=None)
 def _flops_per_sample(key: tuple, vocab_size: int) -> float:
-    from trainables.flops import trial_flops_per_sample
-
     variant, config, frames, text_len, image_size, query_dim = key
     cfg = TrialConfig(variant=variant, config=config, steps=1, frames=frames, text_len=text_len,
                       image_size=image_size, query_dim=query_dim)
@@ -168,13 +167,8 @@ def dry_run_rows(
     step time (OFFLOAD_S_PER_PARAM). MFU: `mfu_assumption` when given, else the measured MFU
     of the nearest measured config (trainables/measured_mfu.py), else DEFAULT_MFU.
     """
-    from trainables.measured_mfu import mfu_for
-
     if mfu_assumption is not None and not 0 < mfu_assumption <= 1:
         raise ConfigError(f"mfu assumption must lie in (0, 1], got {mfu_assumption}")
-    from search_spaces.wsd import trained_steps
-    from trainables.memory import param_counts_for
-
     peak = _peak_flops(gpu_name)
     rows = []
     for cfg in trials:
@@ -256,14 +250,8 @@ def format_table(rows: list[dict], totals: dict) -> str:
     return "\n".join(lines)
 
 
-def rows_to_json(rows: list[dict], totals: dict) -> str:
-    return json.dumps({"rows": rows, "totals": totals}, indent=2)
-
-
-def main() -> None:  # pragma: no cover - a quick look: python -m search_spaces.planner [GiB]
+def main() -> None:  # pragma: no cover - a quick look: python -m trainables.planner [GiB]
     import sys
-
-    from search_spaces.sizes import REAL_CONFIGS, VARIANTS
 
     gib = float(sys.argv[1]) if len(sys.argv) > 1 else 24.0
     trials = [TrialConfig(variant=v, config=c, steps=1000, frames=8, text_len=64) for c in REAL_CONFIGS for v in VARIANTS]
