@@ -2,8 +2,9 @@
 
 - A parameter at (or within 1e-6 relative of) a bound has no interval: the bootstrap holds it
   there, so any "interval" would be the bound twice. E -> 0 and a vanishing power term count
-  as bounds (their log-coefficient runs to -inf).
-- A zero-width interval (every resample gave the same value) is not a 95% interval.
+  as bounds (below 1e-4 of the lowest loss at every point; their log-coefficient runs to -inf).
+- A zero-width interval (every resample gave the same value, to 0.1%) is not a 95% interval.
+- A coefficient whose exponent sits at 0 multiplies a constant: it cannot be told from E.
 - E above the lowest loss the law was fitted to is flagged: the law's floor is not a floor.
 - An interval that ends on an exponent's box bound (or E's at 0) is kept but flagged: the box cut
   it, so the real uncertainty on that side is larger than printed.
@@ -16,7 +17,10 @@ import math
 from fitting.engine import BOUND_RTOL, EXPONENT_BOUNDS
 
 MIN_RUNS = 3
-ZERO_WIDTH_RTOL = 1e-9
+# An interval narrower than 0.1% of its value is not a 95% interval: resampling runs whose
+# seed-to-seed spread is percent-level cannot pin a parameter that tightly, so such a width
+# means the resamples did not move it (a frozen or flat direction of the fit).
+ZERO_WIDTH_RTOL = 1e-3
 
 
 def ci95(boot: dict, key: str) -> list | None:
@@ -41,6 +45,9 @@ def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tup
         f = []
         if at_bound.get(k):
             f.append("E at lower bound (0)" if k == "E" else "at bound")
+        exp = getattr(fit, "coefficient_exponents", {}).get(k)
+        if not f and exp and at_bound.get(exp) and abs(params.get(exp, 1.0)) <= BOUND_RTOL:
+            f.append(f"not identified ({exp} = 0: a constant, indistinguishable from E)")
         if not f and zero_width(v, ci.get(k)):
             f.append("zero-width CI")
         if k == "E" and v > min_loss:
@@ -50,7 +57,8 @@ def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tup
         elif not f and _ci_end_at_bound(k, ci.get(k), getattr(fit, "exponent_names", ())):
             f.append("CI ends at the exponent bound" if k != "E" else "CI reaches E = 0")
         flags[k] = f
-        bad = any(x in ("at bound", "E at lower bound (0)", "zero-width CI") for x in f)
+        bad = any(x in ("at bound", "E at lower bound (0)", "zero-width CI") or x.startswith("not identified")
+                  for x in f)
         clean[k] = None if bad else ci.get(k)
     return flags, clean
 
@@ -76,7 +84,7 @@ def blocking_flags(flags: dict, names) -> list[str]:
     out = []
     for k in names:
         for f in flags.get(k, []):
-            if f in ("at bound", "E at lower bound (0)", "zero-width CI"):
+            if f in ("at bound", "E at lower bound (0)", "zero-width CI") or f.startswith("not identified"):
                 out.append(f"{k} {f}" if not f.startswith("E ") else f)
     return out
 

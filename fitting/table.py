@@ -194,17 +194,22 @@ def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
         "n_llm": p["n_params_llm"].to_numpy(float), "n_vision": p["n_params_vision"].to_numpy(float),
         "seed": opt["seed"], "steps": opt["trial_steps"], "loss_shuffled": opt["eval_loss_shuffled_frames"],
         "loss_shuffled_se": opt["eval_loss_shuffled_frames_se"],
-    })
+    }).sort_values(["group", "run_id", "D"], kind="stable").reset_index(drop=True)  # row order: not Ray's trial ids
 
 
 def _independent_run(p: pd.DataFrame, seed: np.ndarray) -> np.ndarray:
-    """The bootstrap's unit for each point: its trial, except that a WSD family's cooldown trials
-    share one stable run (its noise and its data order up to the fork), so they are one run:
-    (variant, config, seed). Without a seed column each trial stays its own run."""
+    """The bootstrap's unit for each point, named by what the trial is rather than by Ray's
+    random trial id, so that re-running an experiment (same data) gives the same fits and
+    intervals: (schedule, variant, config, steps, seed). A WSD family's cooldown trials share
+    one stable run (its noise and data order up to the fork), so they are one unit:
+    (variant, config, seed). Without a seed column each trial keeps its trial id."""
     run = p["run_id"].to_numpy(str).astype(object)
-    wsd = (p["schedule"].to_numpy(str) == "wsd") & np.isfinite(seed)
-    fam = [f"wsd:{v}:{c}:s{int(s)}" for v, c, s in zip(p["variant"].to_numpy(str)[wsd], p["config"].to_numpy(str)[wsd], seed[wsd])]
-    run[wsd] = fam
+    known = np.isfinite(seed)
+    v, c, sched = p["variant"].to_numpy(str), p["config"].to_numpy(str), p["schedule"].to_numpy(str)
+    steps = p["trial_steps"].to_numpy(float)
+    for i in np.flatnonzero(known):
+        s = int(seed[i])
+        run[i] = f"wsd:{v[i]}:{c[i]}:s{s}" if sched[i] == "wsd" else f"{sched[i]}:{v[i]}:{c[i]}:{int(steps[i])}:s{s}"
     return run.astype(str)
 
 

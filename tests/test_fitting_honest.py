@@ -182,7 +182,10 @@ def test_wsd_cooldowns_of_one_stable_run_are_one_bootstrap_unit():
     wsd = frame[frame["run_id"].str.startswith("wsd:")]
     assert sorted(wsd["run_id"].unique()) == ["wsd:baseline:T1-T1:s0", "wsd:baseline:T1-T1:s1"]
     assert wsd.groupby("run_id").size().tolist() == [3, 3]
-    assert "c0" in set(frame["run_id"])  # a cosine trial stays its own run
+    assert "cosine:baseline:T1-T1:150:s0" in set(frame["run_id"])  # a cosine trial is its own run
+    # named by what it is, not by Ray's random trial id: a re-run gives the same units and order
+    renamed = fit_frame(pd.DataFrame([{**r, "run_id": r["run_id"] + "x"} for r in reversed(rows)]))
+    pd.testing.assert_frame_equal(renamed, frame)
     assert honest.runs_per_group(frame)["baseline"] == 3
 
 
@@ -216,3 +219,17 @@ def test_an_interval_cut_by_the_exponent_box_is_flagged_not_hidden():
                                   {"E": [0.3, 0.6], "A": [1.0, 1e9], "alpha": [0.49, 9.0]}, min_loss=0.7)
     assert flags == {"E": [], "A": [], "alpha": []}
     assert "(CI ends at the exponent bound)" in with_ci(3.3, [0.49, 10.0], ["CI ends at the exponent bound"])
+
+
+def test_a_coefficient_whose_exponent_is_zero_is_not_identified_and_a_near_zero_width_ci_is_none():
+    from types import SimpleNamespace
+
+    fit = SimpleNamespace(exponent_names=("alpha", "beta"), coefficient_exponents={"A": "alpha", "B": "beta"},
+                          params_at_bound=lambda g: {"E": False, "A": False, "B": False, "alpha": True, "beta": False})
+    params = {"E": 0.62, "A": 0.001075, "B": 6e4, "alpha": 0.0, "beta": 1.8}
+    ci = {"E": [0.48, 0.63], "A": [0.0010745, 0.0010752], "B": [0.6, 4e13], "alpha": None, "beta": [0.16, 4.3]}
+    flags, clean = honest.param_flags(fit, "baseline", params, ci, min_loss=0.6)
+    assert flags["A"] == ["not identified (alpha = 0: a constant, indistinguishable from E)"] and clean["A"] is None
+    assert flags["alpha"] == ["at bound"] and clean["B"] == [0.6, 4e13]
+    assert honest.blocking_flags(flags, ["A", "B"]) == ["A not identified (alpha = 0: a constant, indistinguishable from E)"]
+    assert honest.zero_width(0.5, [0.49999, 0.50001]) and not honest.zero_width(0.5, [0.49, 0.51])
