@@ -25,14 +25,9 @@ def question(t: str, r: str) -> str:
     return QUESTIONS.get(frozenset((t, r)), "")
 
 
-def _ci(boot, key):
-    b = boot.get(key)
-    return None if b is None else [b["ci95"][0], b["ci95"][1]]
-
-
 def _value(full, boot, key):
     b = boot.get(key, {})
-    return {"value": full.get(key, np.nan), "ci95": _ci(boot, key),
+    return {"value": full.get(key, np.nan), "ci95": honest.ci95(boot, key),
             "n_resamples_ok": b.get("n_ok"), "n_resamples": b.get("n")}
 
 

@@ -39,6 +39,12 @@ EXPONENT_BOUNDS = (0.0, 10.0)
 BOUND_RTOL = 1e-6  # a parameter this close (relative; absolute at 0) to a bound is "at bound"
 
 
+def at_exponent_bound(x: float) -> bool:
+    """x lies on (within BOUND_RTOL of) either end of EXPONENT_BOUNDS."""
+    lo, hi = EXPONENT_BOUNDS
+    return abs(x - lo) <= BOUND_RTOL * max(abs(lo), 1.0) or abs(x - hi) <= BOUND_RTOL * abs(hi)
+
+
 @dataclass(frozen=True)
 class Model:
     """Shape of the parameter vector: k shared exponents, then per group (a_0..a_k-1[, e])."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from fitting.engine import BOUND_RTOL, EXPONENT_BOUNDS
+from fitting.engine import BOUND_RTOL, at_exponent_bound
 
 MIN_RUNS = 3
 # An interval narrower than 0.1% of its value is not a 95% interval: resampling runs whose
@@ -57,9 +57,7 @@ def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tup
         elif not f and _ci_end_at_bound(k, ci.get(k), getattr(fit, "exponent_names", ())):
             f.append("CI ends at the exponent bound" if k != "E" else "CI reaches E = 0")
         flags[k] = f
-        bad = any(x in ("at bound", "E at lower bound (0)", "zero-width CI") or x.startswith("not identified")
-                  for x in f)
-        clean[k] = None if bad else ci.get(k)
+        clean[k] = None if any(map(_blocks, f)) else ci.get(k)
     return flags, clean
 
 
@@ -71,8 +69,12 @@ def _ci_end_at_bound(name: str, ci, exponents: tuple) -> bool:
         return lo <= BOUND_RTOL * max(abs(hi), 1e-300)
     if name not in exponents:  # coefficients are unbounded (fitted in log space)
         return False
-    b_lo, b_hi = EXPONENT_BOUNDS
-    return lo <= b_lo + BOUND_RTOL * max(abs(b_lo), 1.0) or hi >= b_hi - BOUND_RTOL * abs(b_hi)
+    return at_exponent_bound(lo) or at_exponent_bound(hi)  # a CI lies inside the box
+
+
+def _blocks(flag: str) -> bool:
+    """A flag that leaves a parameter without an interval and blocks any verdict resting on it."""
+    return flag in ("at bound", "E at lower bound (0)", "zero-width CI") or flag.startswith("not identified")
 
 
 def runs_per_group(frame) -> dict:
@@ -84,7 +86,7 @@ def blocking_flags(flags: dict, names) -> list[str]:
     out = []
     for k in names:
         for f in flags.get(k, []):
-            if f in ("at bound", "E at lower bound (0)", "zero-width CI") or f.startswith("not identified"):
+            if _blocks(f):
                 out.append(f"{k} {f}" if not f.startswith("E ") else f)
     return out
 

@@ -41,7 +41,6 @@ FORMS = {
 }
 # exponent name -> what the user would call the variable it scales
 _WHAT = {"N": "model sizes (N)", "D": "data sizes (D)", "C": "compute budgets (C)"}
-BOUND_RTOL = engine.BOUND_RTOL
 NEGLIGIBLE = 1e-4  # a term (or E) below this fraction of the lowest loss at every point is gone:
 # it moves no prediction by more than 0.01%, far below any evaluation's standard error (~1%)
 
@@ -140,10 +139,9 @@ class LawFit:
         (or E) is negligible at every fitted point (its optimum lies at -inf: a bound too)."""
         m = self.model
         out = np.zeros(m.size, bool)
-        lo, hi = engine.EXPONENT_BOUNDS
         alphas, coef = m.unpack(self.theta)
         for j, a in enumerate(alphas):
-            out[j] = abs(a - lo) <= BOUND_RTOL * max(abs(lo), 1.0) or abs(a - hi) <= BOUND_RTOL * abs(hi)
+            out[j] = engine.at_exponent_bound(a)
         floor = NEGLIGIBLE * self.L.min()
         for gi in range(m.n_groups):
             sel = self.g == gi

@@ -78,22 +78,30 @@ def _vision_lines(fits: dict) -> list[str]:
     return out + [""]
 
 
-def _extrapolated_match(em: dict, c: float, m, t: str, r: str) -> str | None:
-    """The data's bound on the multiplier when the matched compute m*C lies outside the range
-    the reference arm was measured at (then the fitted value is an extrapolation: not shown)."""
-    lo_hi = (em.get("measured_C") or {}).get(r)
+def _data_bound(m, c: float, lo_hi) -> tuple[str, float] | None:
+    """("<", lo/C) or (">", hi/C) when the matched compute m*C lies outside the matched arm's
+    measured range [lo, hi] (the fitted multiplier is then an extrapolation); else None."""
     if not lo_hi or m is None or not math.isfinite(m):
         return None
-    lo, hi = lo_hi
-    if m * c < lo:
-        return (f"at {fmt(c, 3)} FLOPs the {r} already reaches the {t} loss below its smallest measured compute "
-                f"({fmt(lo, 3)} FLOPs): it needs < {fmt(lo / c, 3)}x the compute, a bound from the data (the "
-                f"fitted curve's extrapolation, {fmt(m, 3)}x, is not a measurement)")
-    if m * c > hi:
-        return (f"at {fmt(c, 3)} FLOPs the {r} does not reach the {t} loss within its largest measured compute "
-                f"({fmt(hi, 3)} FLOPs): it needs > {fmt(hi / c, 3)}x the compute, a bound from the data (the "
-                f"fitted curve's extrapolation, {fmt(m, 3)}x, is not a measurement)")
+    if m * c < lo_hi[0]:
+        return "<", lo_hi[0] / c
+    if m * c > lo_hi[1]:
+        return ">", lo_hi[1] / c
     return None
+
+
+def _extrapolated_match(em: dict, c: float, m, t: str, r: str) -> str | None:
+    """The data's bound on the multiplier in words, when the fitted value is an extrapolation."""
+    lo_hi = (em.get("measured_C") or {}).get(r)
+    bound = _data_bound(m, c, lo_hi)
+    if bound is None:
+        return None
+    side, x = bound
+    where = (f"already reaches the {t} loss below its smallest measured compute ({fmt(lo_hi[0], 3)} FLOPs)"
+             if side == "<" else
+             f"does not reach the {t} loss within its largest measured compute ({fmt(lo_hi[1], 3)} FLOPs)")
+    return (f"at {fmt(c, 3)} FLOPs the {r} {where}: it needs {side} {fmt(x, 3)}x the compute, a bound from the "
+            f"data (the fitted curve's extrapolation, {fmt(m, 3)}x, is not a measurement)")
 
 
 def _table_cell(v, ci, c: float, measured: dict, arm: str | None, arms: tuple) -> str:
@@ -101,13 +109,8 @@ def _table_cell(v, ci, c: float, measured: dict, arm: str | None, arms: tuple) -
     if arm is None:
         outside = [a for a in arms if a in measured and not measured[a][0] <= c <= measured[a][1]]
         return with_ci(v, ci) + (" (extrapolated)" if outside else "")
-    lo_hi = measured.get(arm)
-    if lo_hi and v is not None and math.isfinite(v):
-        if v * c < lo_hi[0]:
-            return f"< {fmt(lo_hi[0] / c, 3)} (data bound)"
-        if v * c > lo_hi[1]:
-            return f"> {fmt(lo_hi[1] / c, 3)} (data bound)"
-    return with_ci(v, ci)
+    bound = _data_bound(v, c, measured.get(arm))
+    return with_ci(v, ci) if bound is None else f"{bound[0]} {fmt(bound[1], 3)} (data bound)"
 
 
 def _comparison_answer(name: str, c: dict, grid: list) -> str:
