@@ -19,8 +19,9 @@ from search_spaces.errors import ConfigError
 from search_spaces.grids import GRIDS, expand, get_grid
 from search_spaces.sizes import VARIANTS
 from search_spaces.wsd import comparison_line, schedule_comparison, wsd_families
-from sweep.lr_search import apply_lrs, run_lr_search
+from sweep.lr_search import run_lr_search, searched_table
 from sweep.options import ABSURD_GPU_HOURS, SweepOptions
+from trainables import learning_rates
 from trainables.data import preflight
 from trainables.planner import dry_run_rows, dry_run_totals, format_table, plan_grid
 
@@ -90,14 +91,18 @@ def parse_args(argv: list[str] | None = None) -> SweepOptions:
                      help="address the dashboard binds to (default 127.0.0.1: loopback only)")
     mon.add_argument("--plot-interval", type=float, default=15.0,
                      help="seconds between live_scaling.png redraws (always redrawn when a trial ends)")
-    lr = p.add_argument_group("learning-rate search (Optuna, one short study per variant x config)")
-    lr.add_argument("--lr-search", action="store_true",
-                    help="search lr per (variant, config) and write <storage>/<name>_lr_search/best_lr.json")
-    lr.add_argument("--lr-trials", type=int, default=8, help="Optuna samples per (variant, config) (default 8)")
-    lr.add_argument("--lr-steps", type=int, help="steps per search trial (default: the grid's smallest)")
-    lr.add_argument("--lr-min", type=float, default=1e-4, help="lower end of the log-uniform lr range")
-    lr.add_argument("--lr-max", type=float, default=1e-2, help="upper end of the log-uniform lr range")
-    lr.add_argument("--lr-from", metavar="FILE", help="train the grid with the learning rates in a best_lr.json")
+    lr = p.add_argument_group("learning rates (default: the grid's searched table, else its size rule; "
+                              "--dry-run shows which)")
+    lr.add_argument("--lr", type=float, help="connector / new-parameter learning rate for every trial")
+    lr.add_argument("--lr-backbone", type=float, help="LLM and ViT learning rate for every trial")
+    lr.add_argument("--lr-from", metavar="FILE", help="the rates of an lr_table.json (default: the one "
+                    "--lr-search wrote for this --name, if any)")
+    lr.add_argument("--lr-search", action="store_true", help="search a rate per (variant, config) with seeds, "
+                    "write <storage>/<name>_lr_search/lr_table.json (which the sweep then uses) and exit")
+    lr.add_argument("--lr-grid", help="comma-separated connector rates to try (default: each pair's current "
+                    "rate x 1/4, 1/2, 1, 2); the backbone rate keeps its ratio")
+    lr.add_argument("--lr-seeds", type=int, default=3, help="seeds per rate (default 3)")
+    lr.add_argument("--lr-steps", type=int, help="steps per search run (default: the grid's search horizon)")
     argv = list(sys.argv[1:] if argv is None else argv)
     return SweepOptions.from_namespace(p.parse_args(argv), argv)
 
@@ -107,17 +112,24 @@ def seed_count(args: SweepOptions) -> int:
 
 
 def build_trials(args: SweepOptions):
+    return build_plan(args)[0]
+
+
+def build_plan(args: SweepOptions):
+    """(the trials to run, one line saying where their learning rates come from)."""
     overrides = {k: v for k, v in {
         "init": args.init, "dataset": args.dataset, "image_column": args.image_column,
         "frames_column": args.frames_column, "text_column": args.text_column, "seed": args.seed,
     }.items() if v is not None}
     if args.deterministic:
         overrides["deterministic"] = True
+    grid = get_grid(args.grid)
     trials = expand(args.grid, args.configs, args.variants, args.steps, overrides, seeds=seed_count(args))
-    trials = plan_grid(get_grid(args.grid), trials, args.gpu_mem)  # micro-batch etc. for --gpu-mem
+    trials = plan_grid(grid, trials, args.gpu_mem)  # micro-batch etc. for --gpu-mem
     if args.milestones:
         trials = [t.replace(milestones=tuple(m for m in args.milestones if m < t.steps)) for t in trials]
-    return trials
+    return learning_rates.assign(grid, trials, searched_table(args), args.lr, args.lr_backbone,
+                                 searching=args.lr_search)
 
 
 def plan(args: SweepOptions, trials):
@@ -138,15 +150,16 @@ def plan(args: SweepOptions, trials):
     return rows, comparison, line
 
 
-def dry_run(args: SweepOptions, trials) -> int:
+def dry_run(args: SweepOptions, trials, lr_source: str) -> int:
     rows, comparison, line = plan(args, trials)
     totals = dry_run_totals(rows, args.gpu_mem, args.gpu_name)
     if args.format == "json":
         print(json.dumps({"grid": args.grid, "schedule": args.schedule, "trials": rows, "totals": totals,
-                          "schedules": comparison}, indent=2))
+                          "schedules": comparison, "learning_rates": lr_source}, indent=2))
     else:
         print(format_table(rows, totals))
         print(line or comparison_line(comparison))
+        print(f"learning rates: {lr_source}")
     return 0
 
 
@@ -176,14 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_grids:
             return list_grids()
         get_grid(args.grid)
-        trials = build_trials(args)
-        if args.lr_from:
-            trials = apply_lrs(trials, args.lr_from)
+        trials, lr_source = build_plan(args)
         if args.check_data:
             return preflight.check_data(trials)
         if args.dry_run:
             preflight.check_names(trials)  # the cheap part: a missing --dataset path
-            return dry_run(args, trials)
+            return dry_run(args, trials, lr_source)
+        print(f"learning rates: {lr_source}", flush=True)
         preflight.validate_launch(trials)  # weights, data set, columns: before Ray starts
         if args.lr_search:
             return run_lr_search(args, trials)

@@ -7,7 +7,8 @@ the gap; or, with --init-share, how much of each visual token varies with the im
 
 Trials run in fresh processes (spawn), `--jobs` at a time, one torch thread each, with Tune's
 `report` / `get_checkpoint` shimmed (the same trainable code path as a Ray trial). Settings
-are the smoke grid's unless `--set key=value` overrides them.
+are the grid's (`--grid`, default smoke: its settings and its learning-rate table) unless
+`--set key=value` overrides them.
 """
 from __future__ import annotations
 
@@ -29,13 +30,16 @@ def _value(s: str):
 
 
 def _trials(a) -> list[dict]:
-    from search_spaces.grids import expand
+    """The grid's trials at its own learning rates (its table), unless --set lr=... overrides."""
+    from search_spaces.grids import expand, get_grid
+    from trainables.learning_rates import assign
 
     overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in a.set)}
     out = []
     for seed in a.seeds:
-        for t in expand("smoke", a.configs, a.variants, a.steps, {**overrides, "seed": seed}):
-            out.append(t.to_dict())
+        trials = expand(a.grid, a.configs, a.variants, a.steps, {**overrides, "seed": seed})
+        trials, _ = assign(get_grid(a.grid), trials, lr=overrides.get("lr"), lr_backbone=overrides.get("lr_backbone"))
+        out += [t.to_dict() for t in trials]
     return out
 
 
@@ -95,6 +99,7 @@ def init_shares(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", default="smoke", help="the grid whose settings and learning rates the runs use")
     p.add_argument("--variants", default="foveated,baseline")
     p.add_argument("--configs", default="T1-T1,T1-T2,T2-T2")
     p.add_argument("--steps", default="600")

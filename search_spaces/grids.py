@@ -11,7 +11,8 @@ from search_spaces.errors import ConfigError
 from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS, parse_config_id
 from search_spaces.trial import TrialConfig
 
-SEED_STEPS = (100, 300, 1000, 3000)
+# the step counts of the original experiment plan's phases
+PLAN_STEPS = (100, 300, 1000, 3000)
 
 # Shared by every phase trial, both variants (the fairness rules): same data, batch,
 # optimizer, schedule, seeds, visual scale. 8 frames x 224 px, 64 caption tokens as in the seed.
@@ -21,13 +22,21 @@ PHASE_SETTINGS = dict(
 )
 
 # Tiny models on 2 CPU cores: 4 frames x 56 px (4x4 patches), one global batch of 16.
-# Random-init backbones train at the connector's learning rate. 8 text tokens: a synthetic
-# caption is at most 4 words + BOS + EOS.
+# Random-init backbones train at the connector's learning rate; the rates per (variant,
+# config) come from the grid's searched table (Grid.lr_table), these are only its search's
+# starting point. 8 text tokens: a synthetic caption is at most 4 words + BOS + EOS.
 SMOKE_SETTINGS = dict(
-    frames=4, image_size=56, text_len=8, global_batch=16, micro_batch=16, lr=5e-3, lr_backbone=5e-3,
+    frames=4, image_size=56, text_len=8, global_batch=16, micro_batch=16, lr=2e-3, lr_backbone=2e-3,
     precision="fp32", init="random", dataset="synthetic", dataset_size=2048, eval_size=256,
     query_dim=32, warmup_steps=10,
 )
+
+
+# The offline model ladder: the graded synthetic task (its caption loss falls smoothly, with a
+# known floor), 4 sizes from 95K to 1.3M parameters, step counts over 8x, every arm, 3 seeds.
+# Fresh clips for every sample (20,000 > 800 steps x 16), so the eval loss measures learning,
+# not memorisation; 384 eval clips put an evaluation's standard error near 1% of the loss.
+LADDER_SETTINGS = {**SMOKE_SETTINGS, "dataset": "synthetic-graded", "dataset_size": 20000, "eval_size": 384}
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,13 @@ class Grid:
     # (variant, config, seed) serves all three step counts (66% of cosine's compute), which
     # keeps the offline study inside its 10-minute budget on 2 CPU cores.
     schedule: str = "cosine"
+    # Learning rates per (variant, config), trainables/learning_rates.py: a table searched for
+    # this grid (a file in trainables/lr_tables/), else the size rule anchored at `lr_anchor`,
+    # whose rates are the settings' lr / lr_backbone. lr_search_steps: the horizon of this
+    # grid's --lr-search runs (None: its largest step count).
+    lr_table: str | None = None
+    lr_anchor: str = "S-S"
+    lr_search_steps: int | None = None
 
 
 GRIDS: dict[str, Grid] = {
@@ -53,11 +69,19 @@ GRIDS: dict[str, Grid] = {
     # (its speed varies), too close to its 10-minute budget; both arms still see at 480 steps
     "smoke": Grid("smoke", "offline CPU check: 3 tiny sizes x 2 variants x 3 step counts x 2 seeds",
                   ("T1-T1", "T1-T2", "T2-T2"), (120, 240, 480), SMOKE_SETTINGS, plan_batches=False, seeds=2,
-                  schedule="wsd"),
-    "phase1": Grid("phase1", "core comparison at S-S (135M + dinov2-small)", ("S-S",), SEED_STEPS, PHASE_SETTINGS),
-    "phase2": Grid("phase2", "LLM size scaling: M-S (360M + dinov2-small)", ("M-S",), SEED_STEPS, PHASE_SETTINGS),
-    "phase3": Grid("phase3", "vision encoder scaling: S-B (135M + dinov2-base)", ("S-B",), SEED_STEPS, PHASE_SETTINGS),
-    "phase4": Grid("phase4", "full matrix: 9 configs x 2 variants x 4 step counts", REAL_CONFIGS, SEED_STEPS, PHASE_SETTINGS),
+                  schedule="wsd", lr_table="smoke.json"),
+    "ladder": Grid("ladder", "offline model ladder: 4 tiny sizes x 3 arms x 4 step counts x 3 seeds, graded task",
+                   ("T0-T0", "T1-T1", "T2-T2", "T3-T3"), (100, 200, 400, 800), LADDER_SETTINGS, plan_batches=False,
+                   variants=VARIANTS, seeds=3, schedule="wsd", lr_table="ladder.json", lr_search_steps=400),
+    # phase grids: a short search (300 steps) per (variant, config) before a study's 100-3K steps
+    "phase1": Grid("phase1", "core comparison at S-S (135M + dinov2-small)", ("S-S",), PLAN_STEPS, PHASE_SETTINGS,
+                   lr_search_steps=300),
+    "phase2": Grid("phase2", "LLM size scaling: M-S (360M + dinov2-small)", ("M-S",), PLAN_STEPS, PHASE_SETTINGS,
+                   lr_search_steps=300),
+    "phase3": Grid("phase3", "vision encoder scaling: S-B (135M + dinov2-base)", ("S-B",), PLAN_STEPS, PHASE_SETTINGS,
+                   lr_search_steps=300),
+    "phase4": Grid("phase4", "full matrix: 9 configs x 2 variants x 4 step counts", REAL_CONFIGS, PLAN_STEPS,
+                   PHASE_SETTINGS, lr_search_steps=300),
 }
 
 

@@ -30,5 +30,8 @@ EVAL_LOSS_SHUFFLED = "eval_loss_shuffled_frames"  # every caption with another c
 EVAL_LOSS_SHUFFLED_SE = "eval_loss_shuffled_frames_se"
 VISION_GAP = "eval_vision_gap"  # shuffled - true
 VISION_GAP_SE = "eval_vision_gap_se"
+# + a field's name (e.g. "eval_loss_field_colour"): the eval caption loss on the tokens of one
+# field, for data sets whose captions have a fixed format (trainables/data/graded.py)
+EVAL_FIELD_PREFIX = "eval_loss_field_"
 # throughput
 SAMPLES_PER_S = "samples_per_s"

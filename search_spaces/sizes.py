@@ -55,6 +55,9 @@ LLM_SIZES: dict[str, LLMSize] = {
     # Tiny sizes (tests, smoke grid). T2 keeps grouped-query attention (4 heads / 2 kv heads).
     "T1": LLMSize("T1", None, 64, 2, 4, 2, 128, vocab_size=256, max_positions=512),
     "T2": LLMSize("T2", None, 96, 3, 4, 2, 256, vocab_size=256, max_positions=512),
+    # the offline model ladder's ends (--grid ladder): T0 < T1 < T2 < T3, about 2-3x apart in N
+    "T0": LLMSize("T0", None, 48, 2, 4, 2, 96, vocab_size=256, max_positions=512),
+    "T3": LLMSize("T3", None, 128, 4, 4, 2, 384, vocab_size=256, max_positions=512),
 }
 
 VIT_SIZES: dict[str, ViTSize] = {
@@ -63,6 +66,8 @@ VIT_SIZES: dict[str, ViTSize] = {
     "L": ViTSize("L", "facebook/dinov2-large", 1024, 24, 16),
     "T1": ViTSize("T1", None, 48, 2, 3, pretrain_image_size=56),
     "T2": ViTSize("T2", None, 64, 3, 4, pretrain_image_size=56),
+    "T0": ViTSize("T0", None, 32, 2, 2, pretrain_image_size=56),
+    "T3": ViTSize("T3", None, 96, 4, 4, pretrain_image_size=56),
 }
 
 REAL_CONFIGS = tuple(f"{l}-{v}" for l in "SML" for v in "SBL")

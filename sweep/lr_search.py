@@ -1,17 +1,26 @@
-"""Short-horizon learning-rate search per (variant, config) with Optuna, before the real grid.
+"""Learning-rate search per (variant, config), with seeds, scored on loss *and* vision.
 
-    python tune_scaling.py --grid smoke --lr-search --lr-trials 8        # -> <storage>/<name>_lr_search/
-    python tune_scaling.py --grid smoke --lr-from ray_results/smoke_lr_search/best_lr.json
+    python tune_scaling.py --grid phase1 --lr-search          # -> <storage>/phase1_lr_search/lr_table.json
+    python tune_scaling.py --grid phase1                      # the sweep then uses that table
 
-One Tuner per (variant, config): Ray's OptunaSearch cannot share a Tuner with the grid's
-grid_search, and a separate Optuna study per pair keeps each pair's optimum its own. Each study
-samples the connector `lr` log-uniformly; the backbone rate follows at the grid's fixed ratio
-`lr_backbone / lr`, so the search is one-dimensional and the grid's fairness rules (same
-optimizer and schedule for both variants) still hold, only the rate is tuned per pair.
+Every (variant, config) of the (narrowed) grid trains one standalone run per (rate, seed) to the
+grid's search horizon (`Grid.lr_search_steps`, else its largest step count; `--lr-steps`),
+evaluating at half the horizon and at its end, with seeds 1000, 1001, ... (`--lr-seeds`; not
+the study's own seeds). All runs form one Ray Tune grid (resumable:
+the same command continues an interrupted search). The rates (`--lr-grid`, default the pair's
+current rate x 1/4, 1/2, 1, 2) scale the connector rate; the backbone rate keeps the pair's
+backbone/connector ratio, so the search is one-dimensional and both arms get the same treatment.
 
-The studies live in one sqlite file (`optuna.db`), so an interrupted search resumes: a pair whose
-study already holds `--lr-trials` finished trials is not searched again, a partial one gets the
-rest. `best_lr.json` is rewritten from the studies after every pair.
+A rate qualifies for a pair only if every seed's run finished and sees its frames at the
+horizon (search_spaces/vision_rule.py: the rule the fits use). Among qualifying rates the
+choice is the one-standard-error rule: the *smallest* rate whose mean eval loss over seeds lies
+within one standard error of the best rate's. A rate at the edge of stability is where rounding
+decides which seeds escape the caption prior (and the verdict then changes with the CPU), so
+of rates the data cannot tell apart the calmer one is taken. A choice at the grid's edge is
+flagged: widen the grid. A pair with no qualifying rate has no entry, and the command exits 1.
+
+The table (lr_table.json: the choice per pair, every run's numbers, the settings searched
+with) and a readable lr_search.md are rewritten when the search ends.
 """
 from __future__ import annotations
 
@@ -21,178 +30,196 @@ import os
 import sys
 from pathlib import Path
 
+from search_spaces import metric_names as M
 from search_spaces.errors import ConfigError
-from search_spaces.metric_names import EVAL_LOSS
+from search_spaces.grids import get_grid
 from search_spaces.trial import TrialConfig
-from sweep.cluster import start_ray
+from search_spaces.vision_rule import sees
 from sweep.options import SweepOptions
+from trainables.learning_rates import TABLE_FORMAT, LrTable, load_table, settings_of
 
-BEST_FILE = "best_lr.json"
-STUDY_DB = "optuna.db"
-METRIC = EVAL_LOSS
-
-
-def lr_trial(config: dict) -> None:
-    """Tune trainable: the pair's base trial with `lr` from Optuna and the backbone rate tied to it."""
-    from trainables.train import train_vlm  # torch + DeepSpeed: in the trial worker only
-
-    trial = dict(config["trial"], lr=config["lr"], lr_backbone=config["lr"] * config["lr_backbone_ratio"])
-    train_vlm({"trial": trial})
+TABLE_FILE = "lr_table.json"
+SUMMARY_FILE = "lr_search.md"
+SPEC_FILE = "search.json"  # the runs this search was started with (a resume must match)
+DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0)
+# The search's seeds start here (+ --seed): apart from a study's seeds 0..K-1, so a rate is not
+# chosen on the very runs it is then judged by.
+SEARCH_SEED0 = 1000
+DIRNAME = "{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][tag]}_s{0.config[trial][seed]}"
 
 
-def search_targets(trials: list[TrialConfig], steps: int | None = None) -> dict[tuple[str, str], TrialConfig]:
-    """Per (variant, config): its shortest grid trial, cut to `steps` (default: the grid's smallest
-    step count), evaluated only at its end so every report carries the searched metric."""
-    if steps is not None and steps <= 0:
-        raise ConfigError(f"--lr-steps must be positive, got {steps}")
-    horizon = steps or min(t.steps for t in trials)
-    targets: dict[tuple[str, str], TrialConfig] = {}
-    for t in sorted(trials, key=lambda t: t.steps):
-        key = (t.variant, t.config)
-        if key not in targets:
-            # a standalone run: no WSD fork (its family does not exist in the search)
-            wsd = {"wsd_phase": "", "fork_from": ""} if t.wsd_phase else {}
-            targets[key] = t.replace(steps=horizon, milestones=(), checkpoint_every=0, tag="lrsearch", **wsd)
-    return targets
+def search_dir(args: SweepOptions, storage: str) -> Path:
+    return Path(storage, f"{args.experiment_name}_lr_search")
 
 
-def study_name(variant: str, config: str, steps: int) -> str:
-    return f"{variant}_{config}_{steps}"
-
-
-def _finished(study) -> list:
-    import optuna
-
-    return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-
-
-def best_entry(study, ratio: float) -> dict | None:
-    done = _finished(study)
-    if not done:
+def searched_table(args: SweepOptions) -> LrTable | None:
+    """--lr-from's table, else the one --lr-search wrote for this name on this (local) storage."""
+    if args.lr_from:
+        return load_table(args.lr_from)
+    if "://" in args.storage_path:
         return None
-    best = min(done, key=lambda t: t.value)
-    lr = best.params["lr"]
-    return {"lr": lr, "lr_backbone": lr * ratio, "eval_loss": best.value, "n_trials": len(done)}
+    path = Path(args.storage_path, f"{args.experiment_name}_lr_search", TABLE_FILE)
+    return load_table(path) if path.exists() else None
 
 
-def search_pair(args: SweepOptions, base: TrialConfig, name: str, db, trainable, out_dir: Path, todo: int) -> int:
-    """`todo` more Optuna trials of one (variant, config) study; the number that failed."""
-    import optuna
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-
-    ratio = base.lr_backbone / base.lr
-    searcher = OptunaSearch(
-        metric=METRIC, mode="min", study_name=name, storage=db,
-        # seeded, and TPE after half the budget of random start-up trials
-        sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=max(2, args.lr_trials // 2)),
-    )
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"trial": base.to_dict(), "lr_backbone_ratio": ratio,
-                     "lr": tune.loguniform(args.lr_min, args.lr_max)},
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=todo,
-                                    max_concurrent_trials=args.max_concurrent or None,
-                                    trial_dirname_creator="lr_{0.trial_id}".format),
-        run_config=tune.RunConfig(name=name, storage_path=str(out_dir), verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=args.max_failures)),
-    )
-    errors = [r for r in tuner.fit() if r.error is not None]
-    for r in errors:
-        print(f"lr trial {r.path} failed: {str(r.error).strip().splitlines()[-1]}", file=sys.stderr)
-    return len(errors)
+def horizon(args: SweepOptions, trials: list[TrialConfig]) -> int:
+    grid = get_grid(args.grid)
+    return args.lr_steps or grid.lr_search_steps or max(t.steps for t in trials)
 
 
-def run_lr_search(args: SweepOptions, trials: list[TrialConfig]) -> int:
-    # Optuna and Ray: only when a search runs (this module's apply_lrs also serves --dry-run)
-    import optuna
-
-    from sweep.experiment import check_storage  # Ray, as sweep.launch
-    from sweep.launch import make_trainable
-
-    # the classic, quiet reporter; and no warning about the forced experiment snapshots that
-    # num_to_keep=1 causes (short trials checkpoint often, keeping one is all a search needs)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    storage = check_storage(args.storage_path)
-    if "://" in storage:
-        raise ConfigError("--lr-search keeps its Optuna study in a sqlite file: give a local --storage-path")
-    lo, hi = args.lr_min, args.lr_max  # SweepOptions checked 0 < lo < hi and lr_trials >= 1
-    targets = search_targets(trials, args.lr_steps)
-    out_dir = Path(storage, f"{args.name or args.grid}_lr_search")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    db = optuna.storages.RDBStorage(f"sqlite:///{out_dir / STUDY_DB}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    studies = {key: optuna.create_study(study_name=study_name(*key, base.steps), storage=db,
-                                        direction="minimize", load_if_exists=True)
-               for key, base in targets.items()}
-    trainable = None
-    if any(len(_finished(s)) < args.lr_trials for s in studies.values()):  # else: nothing to run
-        start_ray(args)
-        trainable = make_trainable(args, use_gpu=_cluster_has_gpu(), fn=lr_trial)
-    best_path = out_dir / BEST_FILE
-    lrs = load_lrs(best_path)["lrs"] if best_path.exists() else {}
-    failed = 0
-    for (variant, config), base in targets.items():
-        name = study_name(variant, config, base.steps)
-        study = studies[(variant, config)]
-        todo = args.lr_trials - len(_finished(study))
+def search_runs(args: SweepOptions, trials: list[TrialConfig]) -> list[TrialConfig]:
+    """One standalone run per (variant, config, rate, seed), in that order."""
+    steps = horizon(args, trials)
+    bases: dict[tuple[str, str], TrialConfig] = {}
+    for t in trials:
+        bases.setdefault((t.variant, t.config), t)
+    first = SEARCH_SEED0 + (args.seed or 0)
+    seeds = [first + i for i in range(args.lr_seeds)]
+    runs = []
+    for (variant, config), base in bases.items():
+        rates = args.lr_grid or tuple(base.lr * f for f in DEFAULT_FACTORS)
         ratio = base.lr_backbone / base.lr
-        print(f"lr search {variant} {config}: {max(todo, 0)} of {args.lr_trials} trials at {base.steps} steps, "
-              f"lr in [{lo:g}, {hi:g}], lr_backbone = {ratio:g} x lr", flush=True)
-        if todo > 0:
-            failed += search_pair(args, base, name, db, trainable, out_dir, todo)
-        entry = best_entry(study, ratio)
-        if entry is None:
-            print(f"lr search {variant} {config}: no trial finished", file=sys.stderr)
-            continue
-        lrs.setdefault(variant, {})[config] = entry
-        write_lrs(best_path, args.grid, base.steps, (lo, hi), lrs)
-        print(f"  best lr {entry['lr']:.3g} (backbone {entry['lr_backbone']:.3g}): eval loss "
-              f"{entry['eval_loss']:.4f} over {entry['n_trials']} trials", flush=True)
-    print(f"best learning rates: {best_path}\nuse them: python tune_scaling.py --grid {args.grid} "
-          f"--lr-from {best_path}", flush=True)
-    return 1 if failed else 0
+        # the study's schedule, standalone: a WSD run decays at its own end (no family exists here)
+        common = dict(steps=steps, milestones=(max(1, steps // 2),), checkpoint_every=0, wsd_phase="", fork_from="",
+                      schedule=args.schedule, cooldown_frac=args.cooldown_frac, cooldown_shape=args.cooldown_shape)
+        for lr in rates:
+            for seed in seeds:
+                runs.append(base.replace(lr=float(lr), lr_backbone=float(lr) * ratio, seed=seed,
+                                         tag=f"lr{lr:.3g}", **common))
+    return runs
 
 
-def _cluster_has_gpu() -> bool:
-    import ray
+def run_record(cfg: TrialConfig, rows: list[dict], error: str | None) -> dict:
+    """One search run's numbers at half its horizon and at its end (None where it has none)."""
+    by_step = {r.get(M.STEP): r for r in rows if r.get(M.EVAL_LOSS) is not None}
+    rec = {"variant": cfg.variant, "config": cfg.config, "lr": cfg.lr, "lr_backbone": cfg.lr_backbone,
+           "seed": cfg.seed, "steps": cfg.steps, "status": "error" if error else "ok", "error": error}
+    for where, step in (("half", cfg.milestones[0]), ("end", cfg.steps)):
+        r = by_step.get(step, {})
+        gap, se, shuffled = r.get(M.VISION_GAP), r.get(M.VISION_GAP_SE), r.get(M.EVAL_LOSS_SHUFFLED)
+        rec[where] = {"step": step, "eval_loss": r.get(M.EVAL_LOSS), "eval_loss_se": r.get(M.EVAL_LOSS_SE),
+                      "gap": gap, "gap_se": se, "sees": bool(r) and sees(gap, se, shuffled)}
+    if rec["end"]["eval_loss"] is None and not error:
+        rec.update(status="error", error="no evaluation at the horizon")
+    return rec
 
-    return bool(ray.cluster_resources().get("GPU", 0))
+
+def choose(records: list[dict]) -> dict:
+    """variant -> config -> the chosen rate and why, or {"lr": None, "reason"} (module doc's rule)."""
+    pairs: dict[tuple[str, str], dict[float, list[dict]]] = {}
+    for r in records:
+        pairs.setdefault((r["variant"], r["config"]), {}).setdefault(r["lr"], []).append(r)
+    chosen: dict = {}
+    for (variant, config), by_lr in pairs.items():
+        stats = {}
+        for lr, rs in by_lr.items():
+            ok = [r for r in rs if r["status"] == "ok"]
+            losses = [r["end"]["eval_loss"] for r in ok]
+            k = len(losses)
+            mean = sum(losses) / k if k else math.inf
+            sd = math.sqrt(sum((x - mean) ** 2 for x in losses) / (k - 1)) if k > 1 else math.inf
+            stats[lr] = {"mean_eval_loss": mean, "se": sd / math.sqrt(k) if k else math.inf,
+                         "seeing": sum(r["end"]["sees"] for r in ok), "runs": len(rs),
+                         "qualifies": k == len(rs) and all(r["end"]["sees"] for r in ok),
+                         "lr_backbone": rs[0]["lr_backbone"]}
+        good = {lr: s for lr, s in stats.items() if s["qualifies"]}
+        grid = sorted(by_lr)
+        if not good:
+            entry = {"lr": None, "reason": "no rate in the grid made every seed see its frames at the horizon"}
+        else:
+            best = min(good, key=lambda lr: good[lr]["mean_eval_loss"])
+            limit = good[best]["mean_eval_loss"] + good[best]["se"]
+            pick = min(lr for lr, s in good.items() if s["mean_eval_loss"] <= limit)
+            entry = {"lr": pick, "lr_backbone": good[pick]["lr_backbone"], "best_mean_lr": best,
+                     "mean_eval_loss": good[pick]["mean_eval_loss"], "seeing": f"{good[pick]['seeing']}/"
+                     f"{good[pick]['runs']}", "at_grid_edge": pick in (grid[0], grid[-1]) or best == grid[-1]}
+        entry["by_rate"] = {f"{lr:.6g}": stats[lr] for lr in grid}
+        chosen.setdefault(variant, {})[config] = entry
+    return chosen
 
 
-def write_lrs(path: Path, grid: str, steps: int, lr_range: tuple[float, float], lrs: dict) -> None:
-    doc = {"grid": grid, "search_steps": steps, "lr_range": list(lr_range), "metric": METRIC, "lrs": lrs}
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def load_lrs(path) -> dict:
-    try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--lr-from: no such file {path}") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"--lr-from: cannot read {path} as JSON ({e})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("lrs"), dict):
-        raise ConfigError(f"--lr-from: {path} is not a best_lr.json (no 'lrs' table)")
+def write_outputs(out_dir: Path, args: SweepOptions, runs: list[TrialConfig], records: list[dict]) -> dict:
+    chosen = choose(records)
+    doc = {"format": TABLE_FORMAT, "grid": args.grid, "horizon": runs[0].steps, "schedule": runs[0].schedule,
+           "seeds": sorted({r.seed for r in runs}), "lr_grid": sorted({r.lr for r in runs}),
+           "rule": __doc__.split("\n\n")[3].replace("\n", " "), "settings": settings_of(runs[0]),
+           "chosen": {v: {c: e for c, e in per.items() if e["lr"] is not None} for v, per in chosen.items()},
+           "unresolved": {f"{v} {c}": e["reason"] for v, per in chosen.items() for c, e in per.items()
+                          if e["lr"] is None},
+           "runs": records}
+    tmp = out_dir / f"{TABLE_FILE}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=float))
+    os.replace(tmp, out_dir / TABLE_FILE)
+    (out_dir / SUMMARY_FILE).write_text(summary_markdown(doc))
     return doc
 
 
-def apply_lrs(trials: list[TrialConfig], path) -> list[TrialConfig]:
-    """Each trial with its (variant, config)'s searched learning rates; a missing pair is an error."""
-    lrs = load_lrs(path)["lrs"]
-    out = []
-    for t in trials:
-        entry = lrs.get(t.variant, {}).get(t.config)
-        if entry is None:
-            raise ConfigError(f"--lr-from {path} has no learning rate for {t.variant} {t.config}; "
-                              f"run --lr-search for it (--variants {t.variant} --configs {t.config})")
-        lr, lr_bb = entry.get("lr"), entry.get("lr_backbone")
-        if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in (lr, lr_bb)):
-            raise ConfigError(f"--lr-from {path}: bad learning rates for {t.variant} {t.config}: {entry}")
-        out.append(t.replace(lr=float(lr), lr_backbone=float(lr_bb)))
-    return out
+def _f(v, spec=".4g") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def summary_markdown(doc: dict) -> str:
+    lines = [f"# Learning-rate search: grid {doc['grid']}, {doc['horizon']} steps, seeds {doc['seeds']}", "",
+             doc["rule"], "", "| variant | config | lr | mean eval loss | SE | seeing at end | chosen |",
+             "|---|---|---|---|---|---|---|"]
+    for v, per in doc["chosen"].items():
+        for c, e in per.items():
+            for lr, s in e["by_rate"].items():
+                mark = "**yes**" + (" (grid edge)" if e.get("at_grid_edge") else "") if float(lr) == e["lr"] else ""
+                lines.append(f"| {v} | {c} | {lr} | {_f(s['mean_eval_loss'])} | {_f(s['se'], '.2g')} | "
+                             f"{s['seeing']}/{s['runs']} | {mark} |")
+    for pair, why in doc["unresolved"].items():
+        lines.append(f"| {pair.replace(' ', ' | ')} | - | - | - | - | none: {why} |")
+    lines += ["", "Every run (eval loss and vision gap ± SE at half the horizon and at its end):", "",
+              "| variant | config | lr | seed | loss @half | gap @half | loss @end | gap @end | sees |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["runs"]:
+        h, e = r["half"], r["end"]
+        gap = (lambda x: "-" if x["gap"] is None else f"{x['gap']:.3g} ± {_f(x['gap_se'], '.2g')}")  # noqa: E731
+        lines.append(f"| {r['variant']} | {r['config']} | {r['lr']:.3g} | {r['seed']} | {_f(h['eval_loss'])} | "
+                     f"{gap(h)} | {_f(e['eval_loss'])} | {gap(e)} | "
+                     f"{'yes' if e['sees'] else 'no' if r['status'] == 'ok' else r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+def print_choice(doc: dict, path: Path) -> None:
+    for v, per in doc["chosen"].items():
+        for c, e in per.items():
+            edge = "  (at the grid's edge: widen --lr-grid)" if e["at_grid_edge"] else ""
+            print(f"  {v} {c}: lr {e['lr']:.3g} (backbone {e['lr_backbone']:.3g}), mean eval loss "
+                  f"{e['mean_eval_loss']:.4f}, {e['seeing']} seeds see{edge}", flush=True)
+    for pair, why in doc["unresolved"].items():
+        print(f"  {pair}: no rate chosen - {why}", file=sys.stderr, flush=True)
+    print(f"learning-rate table: {path}", flush=True)
+    if doc["chosen"]:
+        print(f"the sweep of this grid and --name on this storage now uses it (elsewhere: --lr-from {path})",
+              flush=True)
+
+
+def run_lr_search(args: SweepOptions, trials: list[TrialConfig]) -> int:
+    from sweep.experiment import check_storage
+    from sweep.lr_tuner import run_search  # Ray: only when a search runs
+
+    # short runs checkpoint at every evaluation and keep one: no warning about frequent saves
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    storage = check_storage(args.storage_path)
+    if "://" in storage:
+        raise ConfigError("--lr-search writes its table next to the experiment: give a local --storage-path")
+    runs = search_runs(args, trials)
+    out_dir = search_dir(args, storage)
+    spec = [r.to_dict() for r in runs]
+    spec_path = out_dir / SPEC_FILE
+    if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
+        raise ConfigError(f"{out_dir} holds a different learning-rate search (other pairs, rates, seeds or "
+                          "settings): give another --name, or move it away")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps(spec, indent=1))
+    n_pairs = len({(r.variant, r.config) for r in runs})
+    print(f"lr search: {len(runs)} {runs[0].schedule} runs ({n_pairs} (variant, config) pairs x "
+          f"{len(runs) // n_pairs // args.lr_seeds} rates x {args.lr_seeds} seeds) of {runs[0].steps} steps "
+          f"-> {out_dir}", flush=True)
+    records = run_search(args, runs, out_dir)
+    doc = write_outputs(out_dir, args, runs, records)
+    print_choice(doc, out_dir / TABLE_FILE)
+    failed = any(r["status"] != "ok" for r in records)
+    return 1 if failed or doc["unresolved"] else 0

@@ -66,13 +66,14 @@ class SweepOptions:
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
     plot_interval: float = 15.0
-    # learning-rate search
-    lr_search: bool = False
-    lr_trials: int = 8
-    lr_steps: int | None = None
-    lr_min: float = 1e-4
-    lr_max: float = 1e-2
+    # learning rates (trainables/learning_rates.py) and their search (sweep/lr_search.py)
+    lr: float | None = None  # overrides every trial's connector rate
+    lr_backbone: float | None = None
     lr_from: str | None = None
+    lr_search: bool = False
+    lr_grid: tuple[float, ...] | None = None  # None: each pair's current rate x 1/4, 1/2, 1, 2
+    lr_seeds: int = 3
+    lr_steps: int | None = None
     argv: tuple[str, ...] = ()  # the command line as given, for the "resume with:" hint
 
     @property
@@ -96,6 +97,7 @@ class SweepOptions:
         values["variants"] = parse_list("--variants", raw.get("variants"))
         values["steps"] = parse_list("--steps", raw.get("steps"), int)
         values["milestones"] = parse_list("--milestones", raw.get("milestones"), int)
+        values["lr_grid"] = parse_list("--lr-grid", raw.get("lr_grid"), float)
         if raw.get("schedule") is None:  # the grid's default (an unknown grid fails later, in one place)
             grid = GRIDS.get(raw.get("grid") or cls.grid)
             values["schedule"] = grid.schedule if grid else cls.schedule
@@ -111,22 +113,24 @@ class SweepOptions:
         _at_least("--max-failures", self.max_failures, 0)
         _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
         _at_least("--bootstrap", self.bootstrap, 0)
-        _at_least("--lr-trials", self.lr_trials, 1)
+        _at_least("--lr-seeds", self.lr_seeds, 1)
         _at_least("--lr-steps", self.lr_steps, 1)
         _finite("--gpu-mem", self.gpu_mem, positive=True)
         _finite("--cpus-per-trial", self.cpus_per_trial, positive=True)
         _finite("--gpus-per-trial", self.gpus_per_trial)
         _finite("--plot-interval", self.plot_interval)
-        _finite("--lr-min", self.lr_min, positive=True)
-        _finite("--lr-max", self.lr_max, positive=True)
+        _finite("--lr", self.lr, positive=True)
+        _finite("--lr-backbone", self.lr_backbone, positive=True)
+        for rate in self.lr_grid or ():
+            _finite("--lr-grid", rate, positive=True)
         _finite("--mfu", self.mfu, positive=True)
         _finite("--cooldown-frac", self.cooldown_frac, positive=True)
         if self.mfu is not None and self.mfu > 1:
             raise ConfigError(f"--mfu must lie in (0, 1], got {self.mfu:g}")
         if self.cooldown_frac >= 1:
             raise ConfigError(f"--cooldown-frac must lie in (0, 1), got {self.cooldown_frac:g}")
-        if self.lr_min >= self.lr_max:
-            raise ConfigError(f"--lr-min/--lr-max must satisfy 0 < min < max, got {self.lr_min:g}, {self.lr_max:g}")
+        if self.lr_from and (self.lr is not None and self.lr_backbone is not None):
+            raise ConfigError("--lr-from has no effect with both --lr and --lr-backbone given: drop one")
         bad = [v for v in self.steps or () if v <= 0]
         if bad:
             raise ConfigError(f"steps must be positive, got {bad[0]}")

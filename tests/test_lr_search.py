@@ -1,101 +1,164 @@
-"""--lr-search (Optuna, one study per variant x config) and --lr-from (the grid uses its rates)."""
+"""--lr-search (rates x seeds per pair, chosen on loss and vision) and the tables the grids use."""
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
 import tune_scaling
 from search_spaces.errors import ConfigError
 from search_spaces.grids import GRIDS, expand
-from search_spaces.trial import TrialConfig
+from sweep.lr_search import SEARCH_SEED0, choose, search_runs, write_outputs
+from sweep.options import SweepOptions
+from trainables import learning_rates
+from trainables.planner import plan_grid
 
 
-def test_search_targets_one_short_run_per_pair():
-    from sweep.lr_search import search_targets
+def opts(**kw) -> SweepOptions:
+    return SweepOptions(**kw)
 
-    from trainables.planner import plan_grid
 
+def test_search_runs_one_standalone_run_per_pair_rate_and_seed():
     trials = plan_grid(GRIDS["phase4"], expand("phase4", configs=["S-S", "M-B"], steps=[300, 100]), 24.0)
-    assert {t.micro_batch for t in trials} != {TrialConfig.micro_batch}  # planned, as the CLI does
-    targets = search_targets(trials)
-    assert sorted(targets) == [(v, c) for v in ("baseline", "foveated") for c in ("M-B", "S-S")]
-    for (variant, config), t in targets.items():
-        assert (t.variant, t.config, t.steps, t.milestones, t.checkpoint_every) == (variant, config, 100, (100,), 0)
-        # the pair's own planner settings (micro-batch etc.) come with it
-        src = next(s for s in trials if (s.variant, s.config) == (variant, config))
-        assert t.micro_batch == src.micro_batch and t.lr_backbone / t.lr == pytest.approx(0.2)
-    assert {t.steps for t in search_targets(trials, steps=40).values()} == {40}
-    with pytest.raises(ConfigError):
-        search_targets(trials, steps=0)
+    runs = search_runs(opts(grid="phase4", lr_grid=(1e-4, 3e-4), lr_seeds=2), trials)
+    assert len(runs) == 2 * 2 * 2 * 2  # variants x configs x rates x seeds
+    assert {(r.steps, r.milestones, r.wsd_phase, r.checkpoint_every) for r in runs} == {(300, (150, 300), "", 0)}
+    assert sorted({r.seed for r in runs}) == [SEARCH_SEED0, SEARCH_SEED0 + 1]  # not the study's seeds
+    for r in runs:
+        src = next(t for t in trials if (t.variant, t.config) == (r.variant, r.config))
+        assert r.micro_batch == src.micro_batch  # the planner's choice comes with the pair
+        assert r.lr_backbone / r.lr == pytest.approx(src.lr_backbone / src.lr)  # the ratio is kept
+    # default rates: the pair's current rate x 1/4 .. 2; the study's schedule, standalone
+    wsd = search_runs(opts(grid="smoke", schedule="wsd", lr_seeds=1), expand("smoke", ["T1-T1"], ["foveated"]))
+    assert [r.lr for r in wsd] == pytest.approx([GRIDS["smoke"].settings["lr"] * f for f in (0.25, 0.5, 1, 2)])
+    assert {(r.schedule, r.steps, r.fork_from) for r in wsd} == {("wsd", max(GRIDS["smoke"].steps), "")}
 
 
-def write_best(path, lrs):
-    path.write_text(json.dumps({"grid": "smoke", "lrs": lrs}))
-    return str(path)
+def record(lr, seed, loss, gap=1.0, se=0.01, shuffled=2.0, status="ok", variant="foveated", config="T1-T1"):
+    end = {"step": 480, "eval_loss": loss, "eval_loss_se": 0.01, "gap": gap, "gap_se": se,
+           "sees": learning_rates_sees(gap, se, shuffled)}
+    return {"variant": variant, "config": config, "lr": lr, "lr_backbone": lr, "seed": seed, "steps": 480,
+            "status": status, "error": None, "half": dict(end, step=240), "end": end}
 
 
-def test_lr_from_overrides_each_pair_and_refuses_a_missing_one(tmp_path, capsys):
-    from sweep.lr_search import apply_lrs
+def learning_rates_sees(gap, se, shuffled):
+    from search_spaces.vision_rule import sees
 
-    trials = expand("smoke", configs=["T1-T1", "T2-T2"], variants=["foveated"], steps=[20, 40])
-    best = write_best(tmp_path / "best.json", {"foveated": {"T1-T1": {"lr": 1e-3, "lr_backbone": 5e-4},
-                                                            "T2-T2": {"lr": 2e-3, "lr_backbone": 1e-3}}})
-    out = apply_lrs(trials, best)
-    assert [(t.config, t.steps, t.lr, t.lr_backbone) for t in out] == [
-        ("T1-T1", 20, 1e-3, 5e-4), ("T1-T1", 40, 1e-3, 5e-4), ("T2-T2", 20, 2e-3, 1e-3), ("T2-T2", 40, 2e-3, 1e-3)]
-    assert [t.replace(lr=0.1, lr_backbone=0.1) for t in out] == [t.replace(lr=0.1, lr_backbone=0.1) for t in trials]
+    return sees(gap, se, shuffled)
 
-    # through the CLI: a pair missing from the file is one line and exit 2, before any Ray
-    rc = tune_scaling.main(["--grid", "smoke", "--configs", "T1-T1", "--lr-from", best, "--dry-run"])
-    assert rc == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("error: --lr-from") and "baseline T1-T1" in err
-    bad = write_best(tmp_path / "bad.json", {"foveated": {"T1-T1": {"lr": -1, "lr_backbone": 1}}})
-    with pytest.raises(ConfigError, match="bad learning rates"):
-        apply_lrs(trials[:1], bad)
+
+def test_choice_needs_every_seed_to_see_and_takes_the_smallest_rate_within_one_se_of_the_best():
+    recs = [record(1e-3, s, loss) for s, loss in enumerate((0.602, 0.612, 0.607))]  # mean 0.607
+    recs += [record(2e-3, s, loss) for s, loss in enumerate((0.60, 0.61, 0.605))]  # best mean 0.605
+    recs += [record(4e-3, 0, 0.40), record(4e-3, 1, 0.41), record(4e-3, 2, 0.99, gap=9e-5, se=1e-5)]  # one blind
+    recs += [record(8e-3, s, 0.5, status="error") for s in range(3)]
+    entry = choose(recs)["foveated"]["T1-T1"]
+    assert entry["best_mean_lr"] == 2e-3 and entry["lr"] == 1e-3  # 0.607 <= 0.605 + se(2e-3) = 0.6079
+    assert entry["seeing"] == "3/3" and entry["at_grid_edge"]  # 1e-3 is the grid's smallest rate
+    assert entry["by_rate"]["0.004"]["qualifies"] is False and entry["by_rate"]["0.004"]["seeing"] == 2
+    assert entry["by_rate"]["0.008"]["qualifies"] is False  # failed runs never qualify
+    # a clearly better rate is taken even when larger
+    recs2 = [record(1e-3, s, 0.70 + s / 100) for s in range(3)] + [record(2e-3, s, 0.50 + s / 100) for s in range(3)]
+    assert choose(recs2)["foveated"]["T1-T1"]["lr"] == 2e-3
+    # nothing qualifies: no rate, a reason
+    blind = [record(1e-3, s, 1.0, gap=1e-4, se=1e-5) for s in range(2)]
+    assert choose(blind)["foveated"]["T1-T1"]["lr"] is None
+
+
+def make_table(tmp_path, recs, grid="smoke"):
+    runs = expand(grid, ["T1-T1"], ["foveated"], [480])
+    out = tmp_path / "search"
+    out.mkdir(exist_ok=True)
+    write_outputs(out, opts(grid=grid), [r.replace(seed=1000) for r in runs], recs)
+    return out / "lr_table.json"
+
+
+def test_a_written_table_assigns_its_rates_and_refuses_other_settings(tmp_path):
+    path = make_table(tmp_path, [record(3e-3, s, 0.5 + s / 100) for s in range(3)])
+    table = learning_rates.load_table(path)
+    assert "3/3" in path.with_name("lr_search.md").read_text().replace(" ", "")
+    trials = expand("smoke", ["T1-T1"], ["foveated"], [120, 480])
+    out, source = learning_rates.assign(GRIDS["smoke"], trials, table)
+    assert {(t.lr, t.lr_backbone) for t in out} == {(3e-3, 3e-3)} and str(path) in source
+    # an override wins for its own field only
+    out, source = learning_rates.assign(GRIDS["smoke"], trials, table, lr_backbone=1e-4)
+    assert {(t.lr, t.lr_backbone) for t in out} == {(3e-3, 1e-4)} and "--lr-backbone" in source
+    # another batch size than searched: refused, naming the setting
+    with pytest.raises(ConfigError, match="global_batch=16"):
+        learning_rates.assign(GRIDS["smoke"], [t.replace(global_batch=32, micro_batch=32) for t in trials], table)
+    # a pair the table lacks: refused unless both rates are given
+    other = expand("smoke", ["T2-T2"], ["baseline"], [480])
+    with pytest.raises(ConfigError, match="no rate for baseline T2-T2"):
+        learning_rates.assign(GRIDS["smoke"], other, table)
+    out, _ = learning_rates.assign(GRIDS["smoke"], other, table, lr=1e-3, lr_backbone=1e-3)
+    assert (out[0].lr, out[0].lr_backbone) == (1e-3, 1e-3)
+
+
+def test_the_size_rule_scales_with_n_to_the_minus_one_third_and_anchors_every_phase_grid_alike():
+    grid = GRIDS["phase4"]
+    trials = expand("phase4", ["S-S", "L-L"], ["baseline"], [100])
+    out, source = learning_rates.assign(grid, trials)
+    s, l_ = out
+    assert (s.lr, s.lr_backbone) == (grid.settings["lr"], grid.settings["lr_backbone"])  # the anchor
+    from trainables.parameters import param_counts_for
+
+    ratio = param_counts_for(l_, 49152).total / param_counts_for(s, 49152).total
+    assert l_.lr == pytest.approx(s.lr * ratio ** (-1 / 3)) and "not searched" in source
+    # M-S gets the same rate in phase2 (its only config) as in phase4
+    (m2,), _ = learning_rates.assign(GRIDS["phase2"], expand("phase2", variants=["baseline"], steps=[100]))
+    (m4,), _ = learning_rates.assign(grid, expand("phase4", ["M-S"], ["baseline"], [100]))
+    assert m2.lr == m4.lr
+
+
+def test_cli_dry_run_shows_each_trials_rates_and_their_source(tmp_path, capsys):
+    assert tune_scaling.main(["--grid", "smoke", "--dry-run", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    table = json.loads(learning_rates.table_path(GRIDS["smoke"]).read_text())
+    for row in doc["trials"]:
+        assert row["lr"] == table["chosen"][row["variant"]][row["config"]]["lr"]
+    assert "smoke.json" in doc["learning_rates"]
+    assert tune_scaling.main(["--grid", "smoke", "--dry-run", "--lr", "3e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "0.003 / " in out and "--lr 0.003 (command line)" in out
+    # a searched table for this --name on this storage is picked up without --lr-from
+    storage = tmp_path / "res"
+    (storage / "mine_lr_search").mkdir(parents=True)
+    path = make_table(tmp_path, [record(7e-4, s, 0.5) for s in range(3)])
+    (storage / "mine_lr_search" / "lr_table.json").write_text(path.read_text())
+    argv = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "foveated", "--dry-run", "--format", "json"]
+    assert tune_scaling.main(argv + ["--name", "mine", "--storage-path", str(storage)]) == 0
+    assert {r["lr"] for r in json.loads(capsys.readouterr().out)["trials"]} == {7e-4}
+    # broken tables are one line and exit 2
     (tmp_path / "junk.json").write_text("{not json")
-    for path in (tmp_path / "junk.json", tmp_path / "absent.json"):
-        assert tune_scaling.main(["--grid", "smoke", "--lr-from", str(path), "--dry-run"]) == 2
+    for bad in (tmp_path / "junk.json", tmp_path / "absent.json"):
+        assert tune_scaling.main(["--grid", "smoke", "--lr-from", str(bad), "--dry-run"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: learning-rate table")
 
 
-def test_lr_search_persists_the_study_and_the_grid_trains_with_its_best_lr(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_lr_search_through_ray_records_every_run_and_a_rerun_continues_it(tmp_path, monkeypatch, capsys):
     import ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    common = ["--grid", "smoke", "--schedule", "cosine", "--configs", "T1-T1", "--variants", "foveated", "--seeds", "1", "--storage-path",
-              str(tmp_path / "res"), "--name", "lrs", "--no-fit", "--max-concurrent", "2"]
-    search = common + ["--lr-search", "--lr-trials", "2", "--lr-steps", "8", "--lr-min", "1e-3", "--lr-max", "8e-3"]
+    argv = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "foveated", "--storage-path", str(tmp_path),
+            "--name", "lrs", "--lr-search", "--lr-grid", "1e-3,4e-3", "--lr-seeds", "1", "--lr-steps", "6"]
     try:
-        assert tune_scaling.main(search) == 0
+        tune_scaling.main(argv)  # 6 steps: nobody sees yet, so no rate is chosen (exit 1)
     finally:
         ray.shutdown()
-    out_dir = tmp_path / "res" / "lrs_lr_search"
-    doc = json.loads((out_dir / "best_lr.json").read_text())
-    entry = doc["lrs"]["foveated"]["T1-T1"]
-    assert 1e-3 <= entry["lr"] <= 8e-3 and entry["lr_backbone"] == pytest.approx(entry["lr"])  # smoke ratio 1
-    assert entry["n_trials"] == 2 and doc["search_steps"] == 8
-    # the study is in the sqlite file: both trials, the best one being what the JSON says
-    with sqlite3.connect(out_dir / "optuna.db") as db:
-        values = [v for (v,) in db.execute("select value from trial_values")]
-        names = [n for (n,) in db.execute("select study_name from studies")]
-    assert names == ["foveated_T1-T1_8"] and len(values) == 2
-    assert min(values) == pytest.approx(entry["eval_loss"])
-
-    # a second --lr-search finds the study complete: no new trials
+    doc = json.loads((tmp_path / "lrs_lr_search" / "lr_table.json").read_text())
+    assert [(r["lr"], r["seed"], r["status"]) for r in doc["runs"]] == [(1e-3, 1000, "ok"), (4e-3, 1000, "ok")]
+    assert all(r["end"]["eval_loss"] > 0 and r["half"]["step"] == 3 for r in doc["runs"])
+    assert doc["unresolved"] == {"foveated T1-T1": "no rate in the grid made every seed see its frames at the horizon"}
+    first = capsys.readouterr().out
+    assert "lr search 2/2: foveated T1-T1" in first
     try:
-        assert tune_scaling.main(search) == 0
+        tune_scaling.main(argv)
     finally:
         ray.shutdown()
-    assert "0 of 2 trials" in capsys.readouterr().out
-
-    # the grid with --lr-from: its trial trains at the searched rates
-    try:
-        assert tune_scaling.main(common + ["--steps", "8", "--name", "grid", "--lr-from",
-                                           str(out_dir / "best_lr.json")]) == 0
-    finally:
-        ray.shutdown()
-    (params,) = list((tmp_path / "res" / "grid").glob("*/params.json"))
-    trial = json.loads(params.read_text())["trial"]
-    assert (trial["lr"], trial["lr_backbone"]) == (entry["lr"], entry["lr_backbone"])
+    again = capsys.readouterr().out
+    assert "continuing" in again and "lr search 1/2" not in again  # nothing trained twice
+    assert json.loads((tmp_path / "lrs_lr_search" / "lr_table.json").read_text())["runs"] == doc["runs"]
+    # another search under the same name is refused before Ray starts
+    assert tune_scaling.main(argv[:-2] + ["--lr-steps", "8"]) == 2

@@ -174,6 +174,17 @@ def test_fairness_same_label_tokens_for_both_variants() -> None:
     assert int(outs["foveated"]["n_tokens"]) == int(outs["baseline"]["n_tokens"])
 
 
+def test_eval_mode_adds_the_loss_per_caption_position() -> None:
+    """The per-field losses of a fixed-format caption come from these sums; training skips them."""
+    model, batch = make_model("foveated"), make_batch()
+    assert "position_loss_sum" not in model.train()(**batch)  # training: nothing extra in the step
+    with torch.no_grad():
+        out = model.eval()(**batch)
+    assert out["position_loss_sum"].shape == (batch["labels"].shape[1],)
+    torch.testing.assert_close(out["position_loss_sum"].sum(), out["loss_sum"])
+    assert out["position_tokens"].tolist() == (batch["labels"] != -100).sum(0).tolist()
+
+
 @pytest.mark.parametrize("variant", ["foveated", "baseline"])
 def test_next_token_alignment(variant: str) -> None:
     """Only label position k counts: its prediction must depend on text tokens < k, not on k."""

@@ -33,6 +33,19 @@ def set_single_process_env() -> int:
     return port
 
 
+def skip_shared_memory_allreduce() -> None:
+    """DeepSpeed's CPU backend JIT-loads a shared-memory all-reduce op at every initialize. A
+    world-size-1 trial never all-reduces across processes, and the load takes a file lock in
+    TORCH_EXTENSIONS_DIR: a process killed while holding it (a SIGKILLed sweep) leaves the lock
+    behind and every later trial on the machine waits on it forever. Marking the op unavailable
+    makes DeepSpeed fall back to torch.distributed's own (gloo) collectives."""
+    if torch.cuda.is_available():
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def deepspeed_config(cfg: TrialConfig, zero_overrides: dict | None = None) -> dict:
     """zero_overrides: ZeRO keys to replace (benchmarks/trainer_throughput.py --zero tries
     other bucket / overlap settings on a GPU; the study itself always uses the defaults here)."""
@@ -120,6 +133,7 @@ def build_engine(model: torch.nn.Module, param_groups: list[dict], cfg: TrialCon
     import deepspeed
 
     set_single_process_env()
+    skip_shared_memory_allreduce()
     ds_config = deepspeed_config(cfg, zero_overrides)
     optimizer = make_optimizer(param_groups, cfg)
     engine, _, _, scheduler = deepspeed.initialize(

@@ -21,33 +21,52 @@ def _to_device(batch: dict, device, dtype) -> dict:
 
 
 @torch.no_grad()
-def _eval_pass(engine, eval_set, dtype, frames_from: torch.Tensor | None = None) -> list[tuple[float, int]]:
-    """(caption loss sum, caption tokens) per eval batch, in order."""
+def _eval_pass(engine, eval_set, dtype, frames_from: torch.Tensor | None = None,
+               positions: list | None = None) -> list[tuple[float, int]]:
+    """(caption loss sum, caption tokens) per eval batch, in order. positions: a list that gets
+    the pass's (loss sum, tokens) per caption position, summed over batches."""
     engine.eval()
-    out = []
+    out, pos_loss, pos_n = [], 0.0, 0
     for batch in eval_batches(eval_set, EVAL_BATCH, frames_from=frames_from):
         res = engine(**_to_device(batch, engine.device, dtype))
         out.append((float(res["loss_sum"]), int(res["n_tokens"])))
+        if positions is not None:
+            pos_loss = pos_loss + res["position_loss_sum"].double().cpu()
+            pos_n = pos_n + res["position_tokens"].cpu()
     engine.train()
+    if positions is not None:
+        positions.extend([pos_loss, pos_n])
     return out
+
+
+def field_losses(positions: list, fields: tuple[str, ...]) -> dict[str, float]:
+    """Caption loss per field: field k is caption token k, label position k + 1 (after BOS)."""
+    loss, n = positions
+    return {f"{M.EVAL_FIELD_PREFIX}{name}": float(loss[k + 1] / n[k + 1])
+            for k, name in enumerate(fields) if k + 1 < len(n) and n[k + 1] > 0}
 
 
 def _se(values: list[float]) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
-def evaluate(engine, eval_set, dtype, shuffle_frames: bool = True) -> dict[str, float]:
+def evaluate(engine, eval_set, dtype, shuffle_frames: bool = True,
+             fields: tuple[str, ...] | None = None) -> dict[str, float]:
     """Mean caption loss over the held-out split and its standard error over eval batches.
 
     With shuffle_frames, also the loss with every caption paired with another clip's frames
     (a derangement of the whole split, fixed by EVAL_SHUFFLE_SEED, so no clip keeps its own
     and every run is scored on the same pairs) and the vision gap, shuffled - true; the gap's
     standard error is over the per-batch paired differences (same captions in both passes).
+    fields: what each caption token names (a fixed-format caption): adds the loss per field.
     """
-    true = _eval_pass(engine, eval_set, dtype)
+    positions = [] if fields else None
+    true = _eval_pass(engine, eval_set, dtype, positions=positions)
     sums, counts = sum(s for s, _ in true), sum(n for _, n in true)
     means = [s / max(n, 1) for s, n in true]
     out = {M.EVAL_LOSS: sums / max(counts, 1), M.EVAL_LOSS_SE: _se(means)}
+    if fields:
+        out.update(field_losses(positions, fields))
     if shuffle_frames and len(eval_set) >= 2:
         perm = derangement(len(eval_set), torch.Generator().manual_seed(EVAL_SHUFFLE_SEED))
         shuf = _eval_pass(engine, eval_set, dtype, perm)

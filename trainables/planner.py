@@ -189,7 +189,7 @@ def dry_run_rows(
             seconds += steps * n.total * OFFLOAD_S_PER_PARAM if plan.offload else 0.0
         rows.append({
             "trial": cfg.trial_name, "variant": cfg.variant, "config": cfg.config, "steps": cfg.steps,
-            "seed": cfg.seed,
+            "seed": cfg.seed, "lr": cfg.lr, "lr_backbone": cfg.lr_backbone,
             "wsd_phase": cfg.wsd_phase, "trained_steps": steps,
             "global_batch": cfg.global_batch, "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum,
             "offload": plan.offload, "grad_checkpointing": plan.grad_checkpointing,
@@ -222,7 +222,8 @@ def _si(x: float) -> str:
 _COLUMNS = (  # header, row key, formatter
     ("variant", "variant", str), ("config", "config", str),
     ("steps", None, lambda r: f"{r['steps']}" + (f" {r['wsd_phase']}" if r.get("wsd_phase") else "")),
-    ("seed", "seed", str), ("GB", "global_batch", str), ("mb x acc", None, lambda r: f"{r['micro_batch']} x {r['grad_accum']}"),
+    ("seed", "seed", str), ("lr / backbone", None, lambda r: f"{r['lr']:.3g} / {r['lr_backbone']:.3g}"),
+    ("GB", "global_batch", str), ("mb x acc", None, lambda r: f"{r['micro_batch']} x {r['grad_accum']}"),
     ("offload", "offload", lambda v: "yes" if v else "-"), ("ckpt", "grad_checkpointing", lambda v: "yes" if v else "-"),
     ("N", "n_params", _si), ("N_llm", "n_params_llm", _si), ("N_vit", "n_params_vision", _si),
     ("FLOPs/sample", "flops_per_sample", lambda v: f"{v:.3g}"), ("FLOPs", "total_flops", lambda v: f"{v:.3g}"),

@@ -181,6 +181,7 @@ def step_metrics(t: Trial, state: dict, start: int, train_loss: float, milestone
         M.N_PARAMS: counts["total"], M.N_PARAMS_LLM: counts["llm_non_embedding"],
         M.N_PARAMS_VISION: counts["vision"], "n_bad_rows": state["n_bad_rows"],
         M.MILESTONE: bool(milestone), "resumed_from_step": start, "master_port": int(os.environ["MASTER_PORT"]),
+        "torch_threads": torch.get_num_threads(),  # CPU numerics differ with the thread count
         **rates, **memory_metrics(),
     }
 
@@ -252,7 +253,7 @@ def train_steps(t: Trial, state: dict, restored: str | None) -> None:
         loss_sum.zero_()
         loss_n = 0
         if is_milestone:
-            metrics.update(evaluate(engine, t.data.eval, t.dtype))  # true and deranged frames
+            metrics.update(evaluate(engine, t.data.eval, t.dtype, fields=t.data.caption_fields))  # true and deranged frames
         state["history"].append(metrics)
         state["data"] = cursor.state_dict()
         save_and_report(t, state, metrics)

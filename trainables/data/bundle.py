@@ -20,17 +20,22 @@ class DataBundle:
     tokenizer: object
     vocab_size: int
     null_captions: int | None = None  # a real data set's rows without a caption (skipped as bad rows)
+    # what each caption token names (a fixed-format caption, e.g. the graded synthetic task):
+    # the evaluation then also reports the caption loss per field
+    caption_fields: tuple[str, ...] | None = None
 
 
 def load_data(cfg: TrialConfig, tokenizer: bool = True) -> DataBundle:
     """The trial's splits, opened lazily. tokenizer=False: no tokenizer (items carry captions)."""
-    null_captions = None
-    if cfg.dataset == "synthetic":
-        train = synthetic.SyntheticClips(cfg.dataset_seed, "train", cfg.dataset_size, cfg.frames, cfg.image_size)
-        evl = synthetic.SyntheticClips(cfg.dataset_seed, "eval", cfg.eval_size, cfg.frames, cfg.image_size)
+    null_captions = caption_fields = None
+    if cfg.dataset in synthetic.TASKS:
+        train = synthetic.SyntheticClips(cfg.dataset_seed, "train", cfg.dataset_size, cfg.frames, cfg.image_size,
+                                         cfg.dataset)
+        evl = synthetic.SyntheticClips(cfg.dataset_seed, "eval", cfg.eval_size, cfg.frames, cfg.image_size, cfg.dataset)
         frames_col, image_col, text_col = "frames", None, "caption"
         train_index = eval_index = train_groups = None
-        words = synthetic.vocabulary()
+        _, vocabulary, caption_fields = synthetic.task(cfg.dataset)
+        words = vocabulary()
     else:
         rows, frames_col, image_col, text_col = open_real(cfg)
         sizes = rows.group_sizes if rows.group_sizes is not None else np.ones(len(rows), np.int64)
@@ -56,6 +61,7 @@ def load_data(cfg: TrialConfig, tokenizer: bool = True) -> DataBundle:
         tokenizer=tok,
         vocab_size=len(tok) if tok else 0,
         null_captions=null_captions,
+        caption_fields=caption_fields,
     )
 
 

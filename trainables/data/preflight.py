@@ -15,6 +15,7 @@ import sys
 import time
 
 from search_spaces.errors import ConfigError
+from trainables.data import synthetic
 from trainables.data.prefetch import pipeline_host_bytes
 from trainables.data.sources import CACHED_GROUPS, resolve
 
@@ -129,7 +130,7 @@ def validate_launch(trials) -> None:
     check_names(trials)
     check_weights(trials)
     for t in distinct_data(trials):
-        if t.dataset != "synthetic":
+        if t.dataset not in synthetic.TASKS:
             first_decodable(open_dataset(t, tokenizer=False), t)
 
 

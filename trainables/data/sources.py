@@ -20,6 +20,7 @@ from glob import glob, has_magic
 import numpy as np
 
 from search_spaces.errors import ConfigError
+from trainables.data.synthetic import TASKS
 
 # only an org/name id goes to the hub; anything else that does not exist is a missing path
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -30,7 +31,7 @@ CACHED_GROUPS = SHUFFLE_WINDOW + 1  # row groups kept per process: a window, and
 def resolve(name: str) -> tuple[str, str]:
     """(kind, location) with kind in synthetic / arrow / parquet / hub. A path-like name that
     does not exist is an error at once (no hub lookup, no retries); `~` is expanded."""
-    if name == "synthetic":
+    if name in TASKS:  # the embedded tasks
         return "synthetic", name
     path = os.path.expanduser(name)
     if os.path.isdir(path):

@@ -46,7 +46,7 @@ TRAVEL_FRACTION = 0.5  # a moving target crosses this share of the free span ove
 # A whole split is cached when it fits in this many bytes (env FOVEATED_CLIP_CACHE_MB; 0: off).
 # A partial cache of a larger, randomly read split would hit budget/size of the time: not worth it.
 CACHE_BYTES = int(float(os.environ.get("FOVEATED_CLIP_CACHE_MB", 256)) * 2**20)
-# (seed, split, frames, image_size, index) -> (read-only frames, caption); per process, at most
+# (task, seed, split, frames, image_size, index) -> (read-only frames, caption); per process, at most
 # CACHE_BYTES of frames in all (past that, clips are computed and not kept)
 _CACHE: dict[tuple, tuple[np.ndarray, str]] = {}
 _cached_bytes = 0
@@ -112,6 +112,23 @@ def make_clip(rng: np.random.Generator, frames: int, image_size: int) -> tuple[n
     return video, f"{colour} {shape} {motion}"
 
 
+# The embedded tasks by data-set name: this module's (a staircase of three attributes) and the
+# graded one (trainables/data/graded.py, a loss that falls smoothly); a trial picks one with
+# TrialConfig.dataset. Each is (clip generator, vocabulary, caption field per token or None).
+TASKS = ("synthetic", "synthetic-graded")
+
+
+def task(name: str):
+    """(make_clip, vocabulary, fields) of an embedded task."""
+    if name == "synthetic":
+        return make_clip, vocabulary, None  # "moves left" is two words: no fixed field per token
+    if name == "synthetic-graded":
+        from trainables.data import graded  # it draws with this module's shapes and noise
+
+        return graded.make_clip, graded.vocabulary, graded.FIELDS
+    raise ValueError(f"unknown synthetic task {name!r}; known: {', '.join(TASKS)}")
+
+
 def _clip_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
     split_id = {"train": 0, "eval": 1}[split]
     return np.random.SeedSequence([seed, split_id, index])
@@ -125,19 +142,20 @@ class SyntheticClips:
     process-wide cache above keeps a small split's clips, never a large one's).
     """
 
-    def __init__(self, seed: int, split: str, size: int, frames: int, image_size: int):
+    def __init__(self, seed: int, split: str, size: int, frames: int, image_size: int, task_name: str = "synthetic"):
         _clip_seed(seed, split, 0)  # refuses an unknown split now, not at the first read
         self.seed, self.split, self.size, self.frames, self.image_size = seed, split, size, frames, image_size
+        self.task_name, self.generate = task_name, task(task_name)[0]
         # clip i does not depend on the set's size, so sets of different sizes share one cache
         self.cached = size * frames * image_size * image_size * 3 <= CACHE_BYTES
 
     def _clip(self, index: int) -> tuple[np.ndarray, str]:
         global _cached_bytes
-        key = (self.seed, self.split, self.frames, self.image_size, index)
+        key = (self.task_name, self.seed, self.split, self.frames, self.image_size, index)
         if key in _CACHE:
             return _CACHE[key]
-        video, caption = make_clip(np.random.default_rng(_clip_seed(self.seed, self.split, index)),
-                                   self.frames, self.image_size)
+        video, caption = self.generate(np.random.default_rng(_clip_seed(self.seed, self.split, index)),
+                                       self.frames, self.image_size)
         if self.cached and _cached_bytes + video.nbytes <= CACHE_BYTES:
             video.setflags(write=False)  # shared by every later read: a reader must copy to change it
             _CACHE[key] = (video, caption)

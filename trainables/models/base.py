@@ -35,6 +35,13 @@ def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Ten
     return {"loss": loss_sum / n_tokens.clamp(min=1), "loss_sum": loss_sum, "n_tokens": n_tokens}
 
 
+@torch.no_grad()
+def position_loss(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Caption loss summed over the batch at each text position ([L]) and the label count there."""
+    per_token = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    return {"position_loss_sum": per_token.sum(0), "position_tokens": (labels != IGNORE_INDEX).sum(0)}
+
+
 class VLMBase(nn.Module):
     """A vision encoder, a language model and a projector; subclasses define the visual tokens.
 
@@ -65,7 +72,11 @@ class VLMBase(nn.Module):
         text token 0), so the LM head runs over exactly L positions, never over visual ones.
         """
         L = labels.shape[1]
-        return text_loss(self.llm.head(hidden[:, n_vis - 1 : n_vis - 1 + L]), labels)
+        logits = self.llm.head(hidden[:, n_vis - 1 : n_vis - 1 + L])
+        out = text_loss(logits, labels)
+        if not self.training:  # the evaluation's loss per caption position (per field of a fixed format)
+            out.update(position_loss(logits, labels))
+        return out
 
     def visual_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
