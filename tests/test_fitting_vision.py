@@ -108,3 +108,22 @@ def test_without_a_reported_gap_the_check_falls_back_to_shuffled_minus_true_and_
     two = pd.concat([_frame(), _frame(steps=200.0, C=2e12, loss_shuffled=1.0 + 1e-4)], ignore_index=True)
     (r,) = run_checks(two)
     assert r["steps"] == 200 and not r["sees"]
+
+
+def test_a_wsd_family_is_one_run_judged_at_its_longest_cooldown():
+    from fitting.table import fit_frame
+
+    rows = []
+    for seed, gaps in ((0, (0.5, 0.4, 1e-4)), (1, (1e-4, 0.3, 0.6))):  # seed 0 loses it, seed 1 learns late
+        for i, (phase, steps) in enumerate((("stable", 480), ("cooldown", 120), ("cooldown", 240), ("cooldown", 480))):
+            gap = gaps[i - 1] if i else 0.5
+            rows.append({"run_id": f"t{seed}{i}", "variant": "foveated", "config": "T2-T2", "seed": seed,
+                         "schedule": "wsd", "wsd_phase": phase, "step": steps, "trial_steps": steps,
+                         "samples": steps * 16, "flops": steps * 1e9, "eval_loss": 1.0, "eval_loss_se": 0.01,
+                         "n_params": 1e5, "n_params_llm": 5e4, "n_params_vision": 5e4, "lr": 2e-3, "lr_backbone": 1e-3,
+                         "eval_loss_shuffled_frames": 1.0 + gap, "eval_loss_shuffled_frames_se": 0.01,
+                         "eval_vision_gap": gap, "eval_vision_gap_se": 1e-5})
+    runs = run_checks(fit_frame(pd.DataFrame(rows)))
+    assert [(r["run_id"], r["steps"], r["sees"]) for r in runs] == [
+        ("wsd:foveated:T2-T2:s0", 480, False), ("wsd:foveated:T2-T2:s1", 480, True)]
+    assert runs[0]["lr"] == 2e-3 and "below the floor" in runs[0]["reason"]
