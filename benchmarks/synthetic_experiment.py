@@ -1,13 +1,16 @@
 """Write a Ray-Tune-shaped experiment directory from a known law, without Ray or a trainer.
 
-    python benchmarks/synthetic_experiment.py OUT_DIR [--seeds 1] [--blind foveated] [--noise 0.03]
+    python benchmarks/synthetic_experiment.py OUT_DIR [--seeds 1] [--blind foveated:T2-T2] [--noise 0.03]
 
 Each trial gets the files fitting/table.py reads (params.json with the trial config under
 "trial", result.json with one JSON line per milestone report, experiment_state-*.json with
 its status), shaped like the smoke grid: 3 tiny configs x variants x 3 step counts x seeds.
 Losses follow L = E + A/N^alpha + B/D^beta per variant, plus one noise draw per run (seed
 spread) and a smaller one per evaluation. The shuffled-frames loss is the true-frames loss
-plus a per-variant vision gap; a --blind arm has gap 0 (its shuffled loss equals its loss).
+plus a per-variant vision gap, reported with its paired SE (eval_vision_gap[_se]) as the
+trainer does. A --blind run is the trainer's control with zeroed visual tokens
+(zero_visual_tokens): gap exactly 0, shuffled loss equal to its loss. --blind names an arm
+("foveated"), a cell ("foveated:T2-T2") or one seed's runs ("foveated:T1-T1:s1").
 Used by benchmarks/fit_speed.py --experiment and the fitting tests.
 """
 from __future__ import annotations
@@ -22,13 +25,19 @@ CONFIGS = {"T1-T1": (2.6e5, 8.2e4, 1.5e5), "T1-T2": (3.4e5, 8.2e4, 2.3e5), "T2-T
 STEPS = (150, 300, 600)
 BATCH = 16
 # per variant: E, A, alpha, B, beta, vision gap, FLOPs per (N * sample)
-LAW = {"foveated": (0.9, 40.0, 0.3, 8.0, 0.35, 0.06, 30.0),
-       "baseline": (0.85, 40.0, 0.3, 9.0, 0.35, 0.08, 70.0),
-       "pooled1": (0.95, 40.0, 0.3, 8.0, 0.35, 0.03, 25.0)}
+LAW = {"foveated": (0.9, 40.0, 0.3, 8.0, 0.35, 0.3, 30.0),
+       "baseline": (0.85, 40.0, 0.3, 9.0, 0.35, 0.4, 70.0),
+       "pooled1": (0.95, 40.0, 0.3, 8.0, 0.35, 0.2, 25.0)}
+# per config: the learning rates (new parameters, backbones) in each trial's config
+LRS = {"T1-T1": (3e-3, 1e-3), "T1-T2": (3e-3, 1e-3), "T2-T2": (2e-3, 7e-4)}
+
+
+def is_blind(blind, variant: str, config: str, seed: int) -> bool:
+    return bool({variant, f"{variant}:{config}", f"{variant}:{config}:s{seed}"} & set(blind))
 
 
 def write_experiment(root, variants=("foveated", "baseline"), seeds: int = 1, blind=(), noise: float = 0.03,
-                     eval_se: float = 0.005, rng_seed: int = 0, steps=STEPS, configs=CONFIGS) -> Path:
+                     eval_se: float = 0.005, rng_seed: int = 0, steps=STEPS, configs=CONFIGS, laws=LAW) -> Path:
     """Write the experiment under `root` (created) and return it."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -36,16 +45,19 @@ def write_experiment(root, variants=("foveated", "baseline"), seeds: int = 1, bl
     trial_data = []
     i = 0
     for variant in variants:
-        e, a, alpha, b, beta, gap, k = LAW[variant]
-        gap = 0.0 if variant in blind else gap
+        e, a, alpha, b, beta, arm_gap, k = laws[variant]
         for config, (n, n_llm, n_vis) in configs.items():
             for trial_steps in steps:
                 for seed in range(seeds):
                     name = f"trial_{i:04d}"
                     tid = f"t{i:04d}"
                     i += 1
+                    blind_run = is_blind(blind, variant, config, seed)
+                    gap = 0.0 if blind_run else arm_gap
+                    lr, lr_backbone = LRS.get(config, (1e-3, 1e-4))
                     cfg = {"variant": variant, "config": config, "steps": trial_steps, "seed": seed,
-                           "schedule": "cosine"}
+                           "schedule": "cosine", "lr": lr, "lr_backbone": lr_backbone,
+                           "zero_visual_tokens": blind_run}
                     tdir = root / name
                     tdir.mkdir(exist_ok=True)
                     (tdir / "params.json").write_text(json.dumps({"trial": cfg}))
@@ -65,6 +77,9 @@ def write_experiment(root, variants=("foveated", "baseline"), seeds: int = 1, bl
                             shuffled = loss + gap + (rng.normal(0, eval_se) if gap else 0.0)
                             rep["eval_loss_shuffled_frames"] = shuffled
                             rep["eval_loss_shuffled_frames_se"] = eval_se
+                            rep["eval_vision_gap"] = shuffled - loss
+                            # paired over batches: the captions' own difficulty cancels
+                            rep["eval_vision_gap_se"] = eval_se / 2 if gap else 0.0
                         lines.append(json.dumps(rep))
                     (tdir / "result.json").write_text("\n".join(lines) + "\n")
                     trial_data.append([json.dumps({"relative_logdir": name, "status": "TERMINATED"}), ""])
@@ -77,7 +92,8 @@ def main(argv=None):
     ap.add_argument("out")
     ap.add_argument("--variants", default="foveated,baseline")
     ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--blind", default="", help="comma-separated arms whose frames carry no information")
+    ap.add_argument("--blind", default="", help="comma-separated arms, arm:config cells or arm:config:sSEED "
+                    "runs whose visual tokens are zeroed (gap 0)")
     ap.add_argument("--noise", type=float, default=0.03, help="sd of the per-run loss offset")
     a = ap.parse_args(argv)
     out = write_experiment(a.out, a.variants.split(","), a.seeds, [b for b in a.blind.split(",") if b], a.noise)

@@ -12,6 +12,8 @@ from fitting import bootstrap, comparisons, derived, engine, honest, plots, repo
 from fitting.fitset import JOINT, FitSet
 from fitting.table import fit_frame, load_csv, load_experiment
 from fitting.threads import single_threaded
+from fitting.vision import COLUMNS as VISION_COLUMNS
+from fitting.vision import rule as vision_rule
 from fitting.vision import seed_spread, vision_gaps
 
 
@@ -69,14 +71,15 @@ def analyze_frame(frame: pd.DataFrame, out: Path, n_bootstrap=1000, seed=0, sour
                   lc_points="all") -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for col in ("seed", "steps", "loss_shuffled", "loss_shuffled_se"):
+    for col in VISION_COLUMNS:
         if col not in frame:
             frame = frame.assign(**{col: np.nan})
     fs = FitSet(frame, strict=strict, base_selection=selection, lc_points=lc_points)
-    vision = vision_gaps(fs.frame, max(n_bootstrap, 200), seed)
+    vision, vision_runs = vision_gaps(fs.frame, max(n_bootstrap, 200), seed)
     sees = {g: (vision[g]["uses_frames"] if g in vision else not require_vision) for g in fs.groups}
     allowed = [(t, r) for t, r in derived.pairs(fs.groups) if sees[t] and sees[r]]
     ctx = derived.context(fs.frame, allowed_pairs=allowed)
+    derived.set_leaders(ctx, fs.current())
     how = bootstrap.plan(fs.frame, _residuals(fs))
     full = bootstrap.stats(fs.current(), ctx)
     boot = bootstrap.bootstrap(fs, ctx, n_bootstrap, seed, how)
@@ -90,7 +93,9 @@ def analyze_frame(frame: pd.DataFrame, out: Path, n_bootstrap=1000, seed=0, sour
         "bootstrap": {"n": n_bootstrap, "seed": seed, "unit": "run_id (resampled within group)",
                       "resampling": bootstrap.describe(how), "interval": "percentile 95%",
                       "not_converged": boot.get("_not_converged", {})},
-        "vision": vision, "vision_required": require_vision, "seeds": seed_spread(fs.frame),
+        "vision": vision, "vision_required": require_vision, "vision_runs": vision_runs,
+        "vision_rule": vision_rule(),
+        "seeds": seed_spread(fs.frame, vision_runs),
         "dropped": list(dropped), "laws": laws,
         "derived": comparisons.derived(fs, ctx, full, boot, laws, vision, require_vision, runs),
         "notes": list(notes) + _caveats(fs) + _budget_notes(boot, n_bootstrap),

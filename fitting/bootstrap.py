@@ -31,10 +31,6 @@ MIN_RUNS = 3  # fewer runs in a group than this: block-resample within runs inst
 MIN_BLOCK_POINTS = 6  # a run needs this many points to be block-resampled
 
 
-def _may_be_absent(key: str) -> bool:
-    return key.startswith("crossover|")  # NaN there is an answer ("no crossover"), not a failed refit
-
-
 BLOCK_FACTOR = 2.0  # x the variance-MSE-optimal block: an interval needs less bias, not less noise
 
 
@@ -170,17 +166,19 @@ def bootstrap(fitset: FitSet, ctx: dict, n: int = 1000, seed: int = 0, p: dict |
     for k, vals in draws.items():
         a = np.asarray(vals, float)  # (n,) or (n, grid)
         n_ok = (~np.isnan(a)).sum(axis=0)
-        # inf is an answer ("never reaches that loss"), not a failure: keep it through the
-        # percentiles via a finite stand-in, which np.percentile's interpolation can handle
-        big = np.where(np.isposinf(a), 1e300, a)
+        # +-inf is an answer ("never reaches that loss", "no crossing in the searched range"),
+        # not a failure: keep it through the percentiles via finite stand-ins, which
+        # np.percentile's interpolation can handle
+        big = np.clip(a, -1e300, 1e300)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = (np.nanpercentile(big, q, axis=0) for q in (2.5, 97.5))
             sd = np.nanstd(np.where(np.isinf(a), np.nan, a), axis=0, ddof=1)
-        lo, hi = (np.where(v >= 1e299, np.inf, v) for v in (lo, hi))
-        if not _may_be_absent(k):
-            # when most resamples cannot even identify the law, an interval from the few that
-            # can is not a 95% interval of anything: report none
-            lo, hi = (np.where(n_ok >= MIN_OK * n, v, np.nan) for v in (lo, hi))
+        lo, hi = (np.where(v >= 1e299, np.inf, np.where(v <= -1e299, -np.inf, v)) for v in (lo, hi))
+        # when most resamples cannot even identify the law, an interval from the few that
+        # can is not a 95% interval of anything: report none
+        lo, hi = (np.where(n_ok >= MIN_OK * n, v, np.nan) for v in (lo, hi))
         out[k] = {"ci95": [lo, hi], "sd": sd, "n_ok": n_ok, "n": n}
+        if k.split("|", 1)[0] in derived.INDICATORS:
+            out[k]["n_true"] = int(np.nansum(a))
     return out

@@ -1,9 +1,10 @@
 """fits.json "derived": every pair of arms compared (or withheld, with the reason), allocation.
 
 A comparison (crossover, loss ratio, efficiency multiplier, exponent difference) is computed
-only for pairs whose arms both use their frames; a withheld pair carries its reason and no
-numbers. A computed pair whose arms have too few runs, or whose L(C) parameters sit at a bound,
-is "not identified": its numbers are kept in fits.json but the report states no verdict.
+only for pairs whose arms use their frames in every run; a withheld pair carries its reason and
+no numbers. A computed pair whose arms have too few runs, whose L(C) parameters carry a flag, or
+whose crossover is neither found nor ruled out inside the data is "not identified": its numbers
+are kept in fits.json but the report states no verdict (the rules: fitting/honest.py).
 """
 from __future__ import annotations
 
@@ -39,8 +40,13 @@ def _law_flags(laws, law, g):
 def _pair(fs, ctx, full, boot, t, r):
     pk = dv.pair_key(t, r)
     p_t, p_r = fs.ok("L(C)", t).params(t), fs.ok("L(C)", r).params(r)
-    out = {"crossover": dv.crossover_report(p_t, p_r, ctx, t, r)}
-    out["crossover"]["first"] = _value(full, boot, f"crossover|{pk}|C")
+    cr = dv.crossover_report(p_t, p_r, ctx, t, r)
+    cr["first"] = _value(full, boot, f"crossover|{pk}|C")
+    inside = boot.get(f"crossover_in_data|{pk}|any", {})
+    cr["resamples_crossing_in_data"] = {"n": inside.get("n_true"), "of": inside.get("n")}
+    cr["status"], cr["reason"] = honest.crossover_status(cr["crossovers"], cr["common_range"],
+                                                         inside.get("n_true"), inside.get("n"))
+    out = {"crossover": cr}
     out["loss_ratio"] = _value(full, boot, f"ratio|{pk}|loss")
     out["efficiency_multiplier"] = {
         "ref_to_match_treat": _value(full, boot, f"multiplier|{pk}|ref_to_match_treat"),
@@ -90,6 +96,8 @@ def derived(fs, ctx, full, boot, laws, vision, require_vision, runs) -> dict:
         status, reason = honest.comparison_status([t, r], vision, require_vision, runs, flags)
         if (t, r) in computed and status != "withheld":
             rec.update(_pair(fs, ctx, full, boot, t, r))
+            if status == "ok" and rec["crossover"]["status"] == honest.UNRESOLVED:
+                status, reason = "not identified", rec["crossover"]["reason"]
         rec.update(status=status, reason=reason)
         comps[dv.pair_key(t, r)] = rec
     d["comparisons"] = comps

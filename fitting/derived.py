@@ -20,6 +20,8 @@ from fitting.laws import LAWS, allocation_constant, fit_law, inverse_lc, optimal
 # design's question: foveated vs baseline, foveated vs pooled1, baseline vs pooled1); other
 # group names follow alphabetically.
 ARM_ORDER = ("foveated", "baseline", "pooled1")
+# summarize keys whose value is 0 or 1 in every resample: the bootstrap counts the ones
+INDICATORS = ("crossover_in_data",)
 
 
 def pairs(groups: list[str]) -> list[tuple[str, str]]:
@@ -45,10 +47,42 @@ def context(frame: pd.DataFrame, n_grid: int = 41, allowed_pairs=None) -> dict:
         "groups": groups, "pairs": pairs(groups) if allowed_pairs is None else list(allowed_pairs),
         "C_range": (lo, hi),
         "C_grid": np.geomspace(lo, hi, n_grid) if hi > lo else np.array([lo]),
-        # a crossover is looked for one decade beyond the data on each side, and flagged
-        # as extrapolated when it falls outside the data
+        # a crossover is looked for one decade beyond the data on each side; only one inside the
+        # compute both arms measured can be found (honest.crossover_status)
         "search_range": (lo / 10.0, hi * 10.0), "flops_per_nd": k,
+        "measured_C": {g: (float(s["C"].min()), float(s["C"].max())) for g, s in frame.groupby("group")},
+        "leader": {},  # pair -> the full fit's lower-loss arm at the search range's low end (set_leaders)
     }
+
+
+def common_range(ctx: dict, t: str, r: str) -> list | None:
+    """[lo, hi] of the compute both arms measured; None when their ranges do not overlap."""
+    (a0, a1), (b0, b1) = ctx["measured_C"][t], ctx["measured_C"][r]
+    lo, hi = max(a0, b0), min(a1, b1)
+    return [lo, hi] if lo <= hi else None
+
+
+def set_leaders(ctx: dict, fits: dict) -> None:
+    """Record, from the full fit, which arm of each pair has the lower L(C) at the low end of the
+    search range: a resample without a crossing is read in that direction (crossover_value)."""
+    lo = ctx["search_range"][0]
+    for t, r in ctx["pairs"]:
+        ft, fr = fits.get(("L(C)", t)), fits.get(("L(C)", r))
+        if ft is not None and fr is not None:
+            ctx["leader"][pair_key(t, r)] = t if _lc(ft.params(t), lo) < _lc(fr.params(r), lo) else r
+
+
+def crossover_value(p_t: dict, p_r: dict, roots: list, ctx: dict, t: str, r: str) -> float:
+    """The first crossing in the search range; without one, +inf when the full fit's low-compute
+    leader stays ahead throughout (the crossing, if any, lies beyond the range) and -inf when it
+    is behind throughout (it lies below). Every resample thus has an outcome, and the percentile
+    interval opens up instead of describing only the resamples that happened to cross."""
+    if roots:
+        return roots[0]
+    leader = ctx["leader"].get(pair_key(t, r), t)
+    lo = ctx["search_range"][0]
+    ahead = _lc(p_t, lo) < _lc(p_r, lo) if leader == t else _lc(p_r, lo) < _lc(p_t, lo)
+    return math.inf if ahead else -math.inf
 
 
 def crossovers(p_t: dict, p_r: dict, lo: float, hi: float) -> list[float]:
@@ -103,7 +137,10 @@ def summarize(fits: dict, ctx: dict) -> dict:
             p_t, p_r = ft.params(t), fr.params(r)
             roots = crossovers(p_t, p_r, *ctx["search_range"])
             pk = pair_key(t, r)
-            out[f"crossover|{pk}|C"] = roots[0] if roots else np.nan
+            out[f"crossover|{pk}|C"] = crossover_value(p_t, p_r, roots, ctx, t, r)
+            common = common_range(ctx, t, r)
+            out[f"crossover_in_data|{pk}|any"] = float(common is not None and any(
+                common[0] <= c <= common[1] for c in roots))
             out[f"ratio|{pk}|loss"] = _lc(p_t, grid) / _lc(p_r, grid)
             m_t, m_r = efficiency(p_t, p_r, grid)
             out[f"multiplier|{pk}|ref_to_match_treat"] = m_t
@@ -113,14 +150,16 @@ def summarize(fits: dict, ctx: dict) -> dict:
 
 
 def crossover_report(p_t: dict, p_r: dict, ctx: dict, t: str, r: str) -> dict:
-    """Every crossing in the search range, which side wins where, and the ranges looked at."""
+    """Every crossing in the search range, which side wins where, and the ranges looked at
+    ("common_range": the compute both arms measured, None when their ranges do not overlap)."""
     lo, hi = ctx["search_range"]
     roots = crossovers(p_t, p_r, lo, hi)
     c_lo = ctx["C_range"][0]
     better_low = t if _lc(p_t, lo) < _lc(p_r, lo) else r
+    common = common_range(ctx, t, r)
     return {
-        "crossovers": roots, "search_range": [lo, hi], "data_range": list(ctx["C_range"]),
-        "extrapolated": [not (ctx["C_range"][0] <= c <= ctx["C_range"][1]) for c in roots],
+        "crossovers": roots, "search_range": [lo, hi], "data_range": list(ctx["C_range"]), "common_range": common,
+        "extrapolated": [common is None or not common[0] <= c <= common[1] for c in roots],
         "lower_loss_at_low_compute": better_low,
         "lower_loss_at_data_min": t if _lc(p_t, c_lo) < _lc(p_r, c_lo) else r,
         "lower_loss_at_data_max": t if _lc(p_t, ctx["C_range"][1]) < _lc(p_r, ctx["C_range"][1]) else r,

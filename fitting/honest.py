@@ -1,14 +1,26 @@
-"""What an interval may claim: per-parameter flags, and whether a comparison is identified.
+"""What an interval may claim: per-parameter flags, and the rules that decide every status.
 
-- A parameter at (or within 1e-6 relative of) a bound has no interval: the bootstrap holds it
-  there, so any "interval" would be the bound twice. E -> 0 and a vanishing power term count
-  as bounds (below 1e-4 of the lowest loss at every point; their log-coefficient runs to -inf).
-- A zero-width interval (every resample gave the same value, to 0.1%) is not a 95% interval.
-- A coefficient whose exponent sits at 0 multiplies a constant: it cannot be told from E.
-- E above the lowest loss the law was fitted to is flagged: the law's floor is not a floor.
-- An interval that ends on an exponent's box bound (or E's at 0) is kept but flagged: the box cut
-  it, so the real uncertainty on that side is larger than printed.
-- A verdict (an interval excluding 1 or 0) needs MIN_RUNS independent runs in each arm.
+Parameter flags (each a named constant below):
+- AT_BOUND / E_AT_ZERO: a parameter at (or within 1e-6 relative of) a bound has no interval: the
+  bootstrap holds it there, so any "interval" would be the bound twice. E -> 0 and a vanishing
+  power term count as bounds (below 1e-4 of the lowest loss at every point).
+- ZERO_WIDTH: every resample gave the same value (to 0.1%): not a 95% interval.
+- not_identified(exponent): a coefficient whose exponent sits at 0 multiplies a constant: it
+  cannot be told from E.
+- E_ABOVE_MIN: E above the lowest loss the law was fitted to: the law's floor is not a floor.
+- CI_AT_EXPONENT_BOUND / CI_AT_E_ZERO: the box cut the interval, so the real uncertainty on
+  that side is larger than printed (the interval is kept, flagged).
+- NO_CI: no bootstrap interval (no resamples, or too few refits).
+Flags in NO_INTERVAL remove the interval; every flag blocks a verdict resting on that law.
+
+Status of a comparison (crossover, multiplier) or an allocation, first rule that applies:
+1. "withheld": an arm does not use its frames in every run (names the cells), its vision was
+   not measured where required, or its law was not fitted;
+2. "not identified": an arm has fewer than MIN_RUNS independent runs;
+3. "not identified": a parameter of a law it rests on carries a flag;
+4. "not identified" (comparisons): the crossover is neither found nor ruled out in the data
+   (crossover_status);
+5. "ok".
 """
 from __future__ import annotations
 
@@ -21,6 +33,29 @@ MIN_RUNS = 3
 # seed-to-seed spread is percent-level cannot pin a parameter that tightly, so such a width
 # means the resamples did not move it (a frozen or flat direction of the fit).
 ZERO_WIDTH_RTOL = 1e-3
+# A crossover is stated only when this share of resamples puts one inside the compute both arms
+# measured; ruled out only when at most 1 - this share does.
+CROSSOVER_SHARE = 0.95
+
+AT_BOUND = "at bound"
+E_AT_ZERO = "E at lower bound (0)"
+ZERO_WIDTH = "zero-width CI"
+E_ABOVE_MIN = "E above the lowest fitted loss"
+CI_AT_EXPONENT_BOUND = "CI ends at the exponent bound"
+CI_AT_E_ZERO = "CI reaches E = 0"
+NO_CI = "no CI"
+EXPONENT_NAMES = ("alpha", "beta", "a")
+
+
+def not_identified(exponent: str) -> str:
+    return f"not identified ({exponent} = 0: a constant, indistinguishable from E)"
+
+
+NO_INTERVAL = frozenset({AT_BOUND, E_AT_ZERO, ZERO_WIDTH, *map(not_identified, EXPONENT_NAMES)})
+BLOCKS_VERDICT = NO_INTERVAL | {E_ABOVE_MIN, CI_AT_EXPONENT_BOUND, CI_AT_E_ZERO, NO_CI}
+
+# crossover_status outcomes
+FOUND, NONE_IN_DATA, UNRESOLVED = "found", "none in the data", "not identified"
 
 
 def ci95(boot: dict, key: str) -> list | None:
@@ -38,26 +73,26 @@ def zero_width(value, ci) -> bool:
 
 
 def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tuple[dict, dict]:
-    """(flags {param: [str]}, ci95 with every flagged parameter's interval removed)."""
+    """(flags {param: [flag]}, ci95 with the interval of every NO_INTERVAL-flagged parameter removed)."""
     at_bound = fit.params_at_bound(group)
     flags, clean = {}, {}
     for k, v in params.items():
         f = []
         if at_bound.get(k):
-            f.append("E at lower bound (0)" if k == "E" else "at bound")
+            f.append(E_AT_ZERO if k == "E" else AT_BOUND)
         exp = getattr(fit, "coefficient_exponents", {}).get(k)
         if not f and exp and at_bound.get(exp) and abs(params.get(exp, 1.0)) <= BOUND_RTOL:
-            f.append(f"not identified ({exp} = 0: a constant, indistinguishable from E)")
+            f.append(not_identified(exp))
         if not f and zero_width(v, ci.get(k)):
-            f.append("zero-width CI")
+            f.append(ZERO_WIDTH)
         if k == "E" and v > min_loss:
-            f.append(f"E above the lowest fitted loss ({min_loss:.4g})")
+            f.append(E_ABOVE_MIN)
         if ci.get(k) is None and not f:
-            f.append("no CI")
+            f.append(NO_CI)
         elif not f and _ci_end_at_bound(k, ci.get(k), getattr(fit, "exponent_names", ())):
-            f.append("CI ends at the exponent bound" if k != "E" else "CI reaches E = 0")
+            f.append(CI_AT_EXPONENT_BOUND if k != "E" else CI_AT_E_ZERO)
         flags[k] = f
-        clean[k] = None if any(map(_blocks, f)) else ci.get(k)
+        clean[k] = None if NO_INTERVAL.intersection(f) else ci.get(k)
     return flags, clean
 
 
@@ -72,11 +107,6 @@ def _ci_end_at_bound(name: str, ci, exponents: tuple) -> bool:
     return at_exponent_bound(lo) or at_exponent_bound(hi)  # a CI lies inside the box
 
 
-def _blocks(flag: str) -> bool:
-    """A flag that leaves a parameter without an interval and blocks any verdict resting on it."""
-    return flag in ("at bound", "E at lower bound (0)", "zero-width CI") or flag.startswith("not identified")
-
-
 def runs_per_group(frame) -> dict:
     return {g: int(s["run_id"].nunique()) for g, s in frame.groupby("group")}
 
@@ -86,21 +116,22 @@ def blocking_flags(flags: dict, names) -> list[str]:
     out = []
     for k in names:
         for f in flags.get(k, []):
-            if _blocks(f):
-                out.append(f"{k} {f}" if not f.startswith("E ") else f)
+            if f in BLOCKS_VERDICT:
+                out.append(f if f in (E_AT_ZERO, E_ABOVE_MIN, CI_AT_E_ZERO) else f"{k} {f}")
     return out
 
 
 def comparison_status(arms, vision: dict, require_vision: bool, runs: dict, law_flags: dict) -> tuple[str, str]:
-    """("ok" | "withheld" | "not identified", reason) for a comparison between `arms`.
+    """("ok" | "withheld" | "not identified", reason) for a verdict resting on `arms` (rules 1-3).
 
-    law_flags: arm -> flags of the law the comparison uses (None: that law was not fitted)."""
+    law_flags: arm -> flags of the law the verdict uses (None: that law was not fitted)."""
     for a in arms:
         v = vision.get(a)
         if v is None and require_vision:
             return "withheld", f"{a}: vision use not measured (no eval_loss_shuffled_frames)"
         if v is not None and not v["uses_frames"]:
-            return "withheld", f"{a} does not use its frames ({v['reason']})"
+            cells = "; ".join(f"{a} {c}" for c in v.get("blind_cells", ())) or v["reason"]
+            return "withheld", f"{a} does not use its frames in every run ({cells})"
     for a in arms:
         if law_flags.get(a) is None:
             return "withheld", f"{a}: law not fitted"
@@ -109,5 +140,35 @@ def comparison_status(arms, vision: dict, require_vision: bool, runs: dict, law_
         return "not identified", f"needs >= {MIN_RUNS} independent runs per arm ({', '.join(few)})"
     stuck = [f"{a}: {', '.join(b)}" for a in arms if (b := blocking_flags(law_flags[a], law_flags[a]))]
     if stuck:
-        return "not identified", "parameters at a bound or without interval (" + "; ".join(stuck) + ")"
+        return "not identified", "fitted parameters that cannot carry a verdict (" + "; ".join(stuck) + ")"
     return "ok", ""
+
+
+def _c(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def crossover_status(roots: list, common: list | None, n_inside: int | None, n: int | None) -> tuple[str, str]:
+    """(FOUND | NONE_IN_DATA | UNRESOLVED, reason) for the full fit's crossings `roots`, the compute
+    range both arms measured `common` ([lo, hi], None when they do not overlap), and the number of
+    resamples (of n) whose curves cross inside it. FOUND: the first crossing lies inside `common`
+    and >= CROSSOVER_SHARE of resamples cross there; NONE_IN_DATA: the fitted curves do not cross
+    anywhere in the searched range and <= 1 - CROSSOVER_SHARE of resamples cross inside the data."""
+    if common is None:
+        return UNRESOLVED, "the arms' measured compute ranges do not overlap, so no crossover can be measured"
+    where = f"the compute both arms measured ([{_c(common[0])}, {_c(common[1])}] FLOPs)"
+    if not n:
+        return UNRESOLVED, f"no bootstrap resamples to tell whether the L(C) curves cross inside {where}"
+    share = n_inside / n
+    if roots and not common[0] <= roots[0] <= common[1]:
+        side = "beyond" if roots[0] > common[1] else "below"
+        return UNRESOLVED, (f"the fitted L(C) curves cross at C = {_c(roots[0])} FLOPs, {side} {where}: an "
+                            f"extrapolation, not a finding; {n_inside} of {n} resamples cross inside the data")
+    if roots and share >= CROSSOVER_SHARE:
+        return FOUND, ""
+    if not roots and share <= 1 - CROSSOVER_SHARE:
+        return NONE_IN_DATA, ""
+    need = f"needs >= {CROSSOVER_SHARE:.0%} to state a crossover, <= {1 - CROSSOVER_SHARE:.0%} to rule one out"
+    fitted = (f"the fitted L(C) curves cross at C = {_c(roots[0])} FLOPs, inside {where}, but only"
+              if roots else f"the fitted L(C) curves do not cross, but inside {where}")
+    return UNRESOLVED, f"{fitted} {n_inside} of {n} resamples cross there ({need})"

@@ -54,7 +54,7 @@ class IsoFlopFit:
     def record(self, group: str, boot: dict, key: str) -> dict:
         rec = dict(params=self.params(), n_points=int(len(self.N)), budgets=self.budgets, objective=None)
         rec["ci95"] = ci = {k: honest.ci95(boot, f"{key}|{group}|{k}") for k in ("a", "G")}
-        rec["flags"] = {k: ["zero-width CI"] if honest.zero_width(rec["params"][k], ci[k]) else [] for k in ci}
+        rec["flags"] = {k: [honest.ZERO_WIDTH] if honest.zero_width(rec["params"][k], ci[k]) else [] for k in ci}
         rec["ci95"] = {k: (None if rec["flags"][k] else v) for k, v in ci.items()}
         return rec
 

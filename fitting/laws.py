@@ -194,6 +194,7 @@ class LawFit:
         ci = {k: honest.ci95(boot, f"{key}|{group}|{k}") for k in param_names(self.law)}
         lmin = float(self.L[self.g == self.groups.index(group)].min())
         rec["flags"], rec["ci95"] = honest.param_flags(self, group, p, ci, lmin)
+        rec["min_loss"] = lmin
         rec["sd"] = {k: boot[f"{key}|{group}|{k}"]["sd"] for k in p
                      if f"{key}|{group}|{k}" in boot and rec["ci95"].get(k) is not None}
         return rec

@@ -95,6 +95,14 @@ def _loss_vs_flops(fig, ax, fs, ctx, fits, boot):
         else:
             ax.plot(s["C"], s["loss"], marker=m, ls=ls, color=colors[c], alpha=0.8, label=f"{g} {c}")
         rows += [{"kind": "point", "group": g, "config": c, "C": a, "loss": b} for a, b in zip(s["C"], s["loss"])]
+    # runs that do not see their frames are drawn but marked: a law through them is not the arm's
+    blind_runs = {r["run_id"] for r in fits.get("vision_runs", []) if not r["sees"]}
+    blind = f[f["run_id"].isin(blind_runs)]
+    if len(blind):
+        ax.scatter(blind["C"], blind["loss"], marker="x", s=60, color="red", zorder=5,
+                   label="blind run (does not see its frames)")
+        rows += [{"kind": "blind run", "group": g, "config": c, "C": a, "loss": b}
+                 for g, c, a, b in zip(blind["group"], blind["config"], blind["C"], blind["loss"])]
     if many:
         sm = ax.collections[0] if ax.collections else None
         if sm is not None:
@@ -106,8 +114,9 @@ def _loss_vs_flops(fig, ax, fs, ctx, fits, boot):
             continue
         y = fit.predict(grid, group=g)
         p = fit.params(g)
+        mark = " (rests on blind runs)" if g in set(blind["group"]) else ""
         ax.plot(grid, y, color="k", ls=_style(g)[1], lw=2,
-                label=f"{g} fit: {p['E']:.3g} + {p['A']:.3g} C^-{p['alpha']:.3f}")
+                label=f"{g} fit: {p['E']:.3g} + {p['A']:.3g} C^-{p['alpha']:.3f}{mark}")
         rows += [{"kind": "fit L(C)", "group": g, "config": "", "C": a, "loss": b} for a, b in zip(grid, y)]
     _loglog(ax, "training compute C (FLOPs)", "eval loss (nats/token)", "Loss vs compute")
     ax.legend(fontsize=7, ncol=2)

@@ -3,50 +3,45 @@ from __future__ import annotations
 
 import math
 
-from fitting import isoflop, laws
+from fitting import honest, isoflop, laws
+from fitting.text import fmt, with_ci
+from fitting.vision_report import blind_arms, seed_lines, vision_lines
 
 LAW_FORMS = {**laws.FORMS, isoflop.NAME: isoflop.FORM}  # each law's form, from its own module
 PARAM_ORDER = ["E", "A", "B", "alpha", "beta", "a", "G"]
 
 
-def fmt(v, digits=4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, str):
-        return "∞" if v == "inf" else v
-    if isinstance(v, float) and (math.isnan(v)):
-        return "n/a"
-    return f"{v:.{digits}g}"
+BLIND_MARK = " (rests on blind runs)"
 
 
-def with_ci(v, ci, flags=()) -> str:
-    """value [lo, hi]; a flagged value says why it has no interval; a zero-width one is no CI."""
-    tags = [f for f in flags if f != "no CI"]
-    if ci and ci[0] is not None and ci[1] is not None and ci[0] == ci[1]:
-        tags.append("zero-width CI")
-        ci = None
-    if not ci or ci[0] is None or ci[1] is None:
-        return fmt(v) + (f" ({'; '.join(tags)})" if tags else " (no CI)" if "no CI" in flags else "")
-    return f"{fmt(v)} [{fmt(ci[0])}, {fmt(ci[1])}]" + (f" ({'; '.join(tags)})" if tags else "")
+def _shown_flags(flags, rec: dict) -> list[str]:
+    """A law's parameter flags as printed: E above the lowest loss says which loss."""
+    return [f"{f} ({fmt(rec['min_loss'])})" if f == honest.E_ABOVE_MIN and "min_loss" in rec else f for f in flags]
 
 
-def _laws_table(laws: dict) -> list[str]:
+def _laws_table(laws: dict, blind: list[str] = ()) -> list[str]:
     lines = ["| law | group | points used | " + " | ".join(PARAM_ORDER) + " | objective |",
              "|---|---|---|" + "---|" * len(PARAM_ORDER) + "---|"]
     skipped, rules = [], {}
     for law, per in laws.items():
+        # a joint fit shares its exponents across arms: one arm's blind runs move every arm's row
+        joint_blind = any("shared" in rec for rec in per.values()) and bool(set(per) & set(blind))
         for group, rec in per.items():
             if rec["status"] != "ok":
                 skipped.append(f"- **{law}** [{group}]: {rec.get('reason', '')}")
                 continue
             flags = rec.get("flags", {})
-            cells = [with_ci(rec["params"][k], rec.get("ci95", {}).get(k), flags.get(k, ())) if k in rec["params"]
-                     else "" for k in PARAM_ORDER]
+            cells = [with_ci(rec["params"][k], rec.get("ci95", {}).get(k), _shown_flags(flags.get(k, ()), rec))
+                     if k in rec["params"] else "" for k in PARAM_ORDER]
             rules.setdefault(rec.get("selection", ""), []).append(f"{law} [{group}]")
             stuck = f", {rec['refits_not_converged']} refits hit their budget" if rec.get("refits_not_converged") else ""
-            lines.append(f"| {law} | {group} | {rec['n_points']} of {rec.get('n_available', '?')}{stuck} | "
-                         + " | ".join(cells) + f" | {fmt(rec.get('objective'))} |")
+            lines.append(f"| {law} | {group}{BLIND_MARK if group in blind or joint_blind else ''} | {rec['n_points']} of "
+                         f"{rec.get('n_available', '?')}{stuck} | " + " | ".join(cells) + f" | {fmt(rec.get('objective'))} |")
     lines += ["", "Points each law used: " + "; ".join(f"{', '.join(v)}: {k}" for k, v in rules.items()) + "."]
+    if blind:
+        lines += ["", f"Laws marked{BLIND_MARK} are fitted through runs that do not all see their frames "
+                  f"({', '.join(blind)}; a joint fit shares its exponents with them): they describe that recipe's "
+                  "training, not the arm, and no verdict uses them."]
     return lines + ([""] + ["Not fitted:"] + skipped if skipped else [])
 
 
@@ -55,27 +50,7 @@ def _at(vec, i):
 
 
 def _num(v):
-    return float("inf") if v == "inf" else v
-
-
-def _vision_lines(fits: dict) -> list[str]:
-    v = fits.get("vision") or {}
-    out = ["## Do the arms use their frames?", ""]
-    if not v:
-        out.append("Not measured: no evaluation with shuffled frames (`eval_loss_shuffled_frames`) in the data"
-                   + (", so every comparison between arms is withheld." if fits.get("vision_required") else "."))
-        return out + [""]
-    out += ["Vision gap = eval loss with another clip's frames − eval loss with the clip's own frames, at each "
-            "arm's largest step count; 95% CI from resampling runs (and each run's evaluation noise).", "",
-            "| arm | vision gap | 95% CI | runs | uses its frames | points |", "|---|---|---|---|---|---|"]
-    for g, r in v.items():
-        ci = f"[{fmt(r['ci95'][0], 3)}, {fmt(r['ci95'][1], 3)}]" if r.get("ci95") else "none"
-        verdict = "yes" if r["uses_frames"] else f"**no** — {r['reason']}"
-        out.append(f"| {g} | {fmt(r['gap'], 3)} | {ci} | {r['n_runs']} | {verdict} | {r['points']} |")
-    blind = [g for g, r in v.items() if not r["uses_frames"]]
-    if blind:
-        out += ["", f"{', '.join(blind)} not shown to use its frames: every comparison involving it is withheld."]
-    return out + [""]
+    return {"inf": float("inf"), "-inf": float("-inf")}.get(v, v) if isinstance(v, str) else v
 
 
 def _data_bound(m, c: float, lo_hi) -> tuple[str, float] | None:
@@ -113,6 +88,33 @@ def _table_cell(v, ci, c: float, measured: dict, arm: str | None, arms: tuple) -
     return with_ci(v, ci) if bound is None else f"{bound[0]} {fmt(bound[1], 3)} (data bound)"
 
 
+def _bound_text(v, search: list) -> str:
+    """A crossover interval's end: +-inf means no crossing in the searched range on that side."""
+    v = _num(v)
+    if v == float("inf"):
+        return f"> {fmt(search[1], 3)}"
+    if v == float("-inf"):
+        return f"< {fmt(search[0], 3)}"
+    return fmt(v)
+
+
+def _crossover_text(cr: dict) -> str:
+    """The crossover as a finding (status found / none in the data); "" when it is neither."""
+    common, seen = cr.get("common_range"), cr.get("resamples_crossing_in_data") or {}
+    if cr.get("status") not in (honest.FOUND, honest.NONE_IN_DATA) or not common:
+        return ""
+    span = f"the compute both arms measured ([{fmt(common[0], 3)}, {fmt(common[1], 3)}] FLOPs)"
+    share = f"{seen.get('n')} of {seen.get('of')} resamples cross there"
+    if cr["status"] == honest.NONE_IN_DATA:
+        return (f"the L(C) curves do not cross within {span}; {share}; the {cr['lower_loss_at_data_max']} has the "
+                "lower loss throughout")
+    first = cr["first"]
+    ci = first.get("ci95")
+    interval = f" [{_bound_text(ci[0], cr['search_range'])}, {_bound_text(ci[1], cr['search_range'])}]" if ci else ""
+    return (f"the L(C) curves cross at C = {fmt(first['value'])}{interval} FLOPs, inside {span}; {share}; "
+            f"below it the {cr['lower_loss_at_low_compute']} has the lower loss")
+
+
 def _comparison_answer(name: str, c: dict, grid: list) -> str:
     t, r = c["treatment"], c["reference"]
     if c["status"] == "withheld":
@@ -147,17 +149,9 @@ def _comparison_answer(name: str, c: dict, grid: list) -> str:
             sure = "; the 95% interval includes 1, so the data cannot tell them apart"
         parts.append(f"at {fmt(grid[i], 3)} FLOPs the {r} needs {fmt(m, 3)}x (95% CI [{fmt(lo, 3)}, {fmt(hi, 3)}]) "
                      f"the compute to match the {t} loss{sure}")
-    cr = c.get("crossover", {})
-    if cr.get("crossovers"):
-        first = cr["first"]
-        share = (f", a crossover in {first['n_resamples_ok']} of {first['n_resamples']} resamples"
-                 if first.get("n_resamples") else "")
-        ext = " (extrapolated beyond the data)" if cr["extrapolated"][0] else ""
-        parts.append(f"the L(C) curves cross at C = {with_ci(first['value'], first['ci95'])} FLOPs{ext}{share}; "
-                     f"below it the {cr['lower_loss_at_low_compute']} has the lower loss")
-    elif "search_range" in cr:
-        parts.append(f"the L(C) curves do not cross in [{fmt(cr['search_range'][0], 3)}, {fmt(cr['search_range'][1], 3)}] "
-                     f"FLOPs; the {cr['lower_loss_at_data_max']} has the lower loss throughout")
+    crossing = _crossover_text(c.get("crossover", {}))
+    if crossing:
+        parts.append(crossing)
     diff = c.get("exponent_difference", {})
     if diff.get("ci95") and diff["ci95"][0] is not None:
         moves = ("does not clearly change with compute" if diff["ci95"][0] <= 0 <= diff["ci95"][1] else
@@ -184,16 +178,6 @@ def _answer(fits: dict) -> list[str]:
     return out
 
 
-def _seed_lines(seeds: dict) -> list[str]:
-    out = ["## Seeds", "", seeds.get("note", ""), ""]
-    cells = seeds.get("cells", [])
-    if cells and seeds.get("max_runs_per_cell", 0) > 1:
-        out += ["| arm | config | steps | runs | mean final loss | seed sd | eval SE |", "|---|---|---|---|---|---|---|"]
-        out += [f"| {c['group']} | {c['config']} | {fmt(c['steps'])} | {c['n_runs']} | {fmt(c['mean_loss'])} | "
-                f"{fmt(c['seed_sd'], 3)} | {fmt(c['eval_se'], 3)} |" for c in cells] + [""]
-    return out
-
-
 def render(fits: dict) -> str:
     d = fits["derived"]
     b = fits["bootstrap"]
@@ -203,16 +187,17 @@ def render(fits: dict) -> str:
            f"{fits['n_rows']} rows; runs per group: {runs}. Uncertainty: {b['n']} bootstrap resamples "
            f"({b.get('resampling', b['unit'])}), {b['interval']} intervals shown as value [lo, hi]; a parameter "
            "at a bound or with a zero-width interval is shown without one.", ""]
-    out += _vision_lines(fits)
+    out += vision_lines(fits)
     out += ["## Answer", ""] + _answer(fits) + [""]
-    out += _seed_lines(fits.get("seeds", {}))
+    out += seed_lines(fits.get("seeds", {}))
     if fits["notes"]:
         out += ["Caveats:", ""] + [f"- {n}" for n in fits["notes"]] + [""]
     out += ["## Fitted laws", ""] + [f"- {k}: {v}" for k, v in LAW_FORMS.items()] + [""]
-    out += _laws_table(fits["laws"]) + [""]
+    out += _laws_table(fits["laws"], blind_arms(fits)) + [""]
     out += ["## Derived laws", "", "### Scaling exponent of L in C", ""]
     for g, v in d.get("scaling_exponent", {}).items():
-        out.append(f"- {g}: alpha = {with_ci(v['value'], v['ci95'], v.get('flags', ()))}")
+        mark = BLIND_MARK if g in blind_arms(fits) else ""
+        out.append(f"- {g}: alpha = {with_ci(v['value'], v['ci95'], v.get('flags', ()))}{mark}")
     out += ["", "### Comparisons (crossover, efficiency multiplier)", ""]
     grid = d["compute_grid"]
     for name, c in d.get("comparisons", {}).items():

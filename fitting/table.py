@@ -23,13 +23,16 @@ from search_spaces import metric_names as M  # the trainer's report keys (a leaf
 POINT_COLUMNS = [
     M.VARIANT, "config", M.N_PARAMS, M.N_PARAMS_LLM, M.N_PARAMS_VISION, M.SAMPLES, M.TOKENS,
     M.FLOPS, M.EVAL_LOSS, M.EVAL_LOSS_SE, M.STEP, M.TRIAL_STEPS, M.SCHEDULE, "run_id", "group", M.WSD_PHASE,
-    "seed", M.EVAL_LOSS_SHUFFLED, M.EVAL_LOSS_SHUFFLED_SE,
+    "seed", M.EVAL_LOSS_SHUFFLED, M.EVAL_LOSS_SHUFFLED_SE, M.VISION_GAP, M.VISION_GAP_SE, "lr", "lr_backbone",
 ]
 # Without these a trial cannot become fit points; the rest are filled with NaN / "unknown".
 REQUIRED = [M.VARIANT, "config", M.STEP, M.SAMPLES, M.FLOPS, M.EVAL_LOSS, M.N_PARAMS]
 # Keys a report row may lack but the trial's config (params.json) knows.
 FROM_CONFIG = {"variant": "variant", "config": "config", "trial_steps": "steps", "schedule": "schedule",
                "wsd_phase": "wsd_phase", "seed": "seed"}
+# The trial's configured peak learning rates (new parameters, backbones). A report's own "lr" is
+# the scheduled value at that step, so these always come from the config.
+CONFIG_LRS = ("lr", "lr_backbone")
 TEXT_COLUMNS = ("variant", "config", "schedule", "run_id", "group", "wsd_phase")
 
 
@@ -128,6 +131,8 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
         for col, key in FROM_CONFIG.items():
             if col not in df.columns and key in cfg:
                 df[col] = cfg[key]
+        for col in CONFIG_LRS:
+            df[col] = cfg.get(col, np.nan)
         df["run_id"] = run_id
         if M.MILESTONE in df.columns:
             df = df[df[M.MILESTONE].fillna(False).astype(bool)]
@@ -185,15 +190,17 @@ def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
     p = points[final]
     # one column per optional key, NaN when absent (tables written before seeds / shuffled frames)
     opt = {c: (p[c].to_numpy(float) if c in p else np.full(len(p), np.nan))
-           for c in ("seed", "eval_loss_shuffled_frames", "eval_loss_shuffled_frames_se", "trial_steps")}
+           for c in ("seed", M.EVAL_LOSS_SHUFFLED, M.EVAL_LOSS_SHUFFLED_SE, M.VISION_GAP, M.VISION_GAP_SE,
+                     "trial_steps", *CONFIG_LRS)}
     return pd.DataFrame({
         "N": p["n_params"].to_numpy(float), "D": p[d_col].to_numpy(float),
         "C": p["flops"].to_numpy(float), "loss": p["eval_loss"].to_numpy(float),
         "loss_se": p["eval_loss_se"].to_numpy(float), "group": p["variant"].to_numpy(str),
         "config": p["config"].to_numpy(str), "run_id": _independent_run(p, opt["seed"]),
         "n_llm": p["n_params_llm"].to_numpy(float), "n_vision": p["n_params_vision"].to_numpy(float),
-        "seed": opt["seed"], "steps": opt["trial_steps"], "loss_shuffled": opt["eval_loss_shuffled_frames"],
-        "loss_shuffled_se": opt["eval_loss_shuffled_frames_se"],
+        "seed": opt["seed"], "steps": opt["trial_steps"], "loss_shuffled": opt[M.EVAL_LOSS_SHUFFLED],
+        "loss_shuffled_se": opt[M.EVAL_LOSS_SHUFFLED_SE], "vision_gap": opt[M.VISION_GAP],
+        "vision_gap_se": opt[M.VISION_GAP_SE], "lr": opt["lr"], "lr_backbone": opt["lr_backbone"],
     }).sort_values(["group", "run_id", "D"], kind="stable").reset_index(drop=True)  # row order: not Ray's trial ids
 
 
@@ -246,7 +253,8 @@ def load_csv(path, n_col: str, loss_col: str, d_col: str | None = None, c_col: s
         "config": [f"N={v:.3g}" for v in N],
         "run_id": raw[run_col].astype(str).to_numpy() if run_col else [f"row{i}" for i in range(len(raw))],
         "n_llm": np.nan, "n_vision": np.nan, "seed": np.nan, "steps": np.nan,
-        "loss_shuffled": np.nan, "loss_shuffled_se": np.nan,
+        "loss_shuffled": np.nan, "loss_shuffled_se": np.nan, "vision_gap": np.nan, "vision_gap_se": np.nan,
+        "lr": np.nan, "lr_backbone": np.nan,
     })
     dropped = []
     with np.errstate(invalid="ignore"):

@@ -55,6 +55,9 @@ class TrialConfig:
     vit_path: str | None = None
     query_dim: int = 384
     visual_scale: float = 0.14
+    # a control run that cannot see: every visual token is zeroed before the LLM, so its
+    # shuffled-frames loss equals its loss exactly (a blind run on purpose, for the vision check)
+    zero_visual_tokens: bool = False
     # data
     dataset: str = "synthetic"  # "synthetic", a hub id, a save_to_disk directory or parquet glob
     dataset_seed: int = 0

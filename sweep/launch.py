@@ -16,8 +16,10 @@ import ray
 import ray.cloudpickle
 from ray import tune
 
+import search_spaces.vision_rule
 import sweep.callbacks
 import sweep.integrity
+import sweep.vision_watch
 import sweep.wsd
 from search_spaces import metric_names as M
 from search_spaces.trial import TrialConfig
@@ -43,10 +45,10 @@ def param_space(trials) -> dict:
 
 
 def portable_pickles() -> None:
-    """Our callback and WSD searcher live in tuner.pkl / the experiment state: pickle their
-    classes by value (the modules import only Ray and the standard library at run time), so
-    Ray can unpickle the experiment without this project on sys.path."""
-    for module in (sweep.callbacks, sweep.integrity, sweep.wsd):
+    """Our callbacks and WSD searcher live in tuner.pkl / the experiment state: pickle their
+    classes by value (the modules import only Ray, the standard library and the leaf vision
+    rule, itself pickled by value), so Ray can unpickle the experiment without this project."""
+    for module in (sweep.callbacks, sweep.integrity, sweep.vision_watch, search_spaces.vision_rule, sweep.wsd):
         ray.cloudpickle.register_pickle_by_value(module)
 
 
@@ -109,6 +111,7 @@ def new_tuner(args: SweepOptions, trials, families, trainable, storage: str, exp
             callbacks=[LiveScalingPlot(live_plot_target(storage, name),
                                        min_interval_s=args.plot_interval, title=name,
                                        configs=list(dict.fromkeys(t.config for t in trials))),
+                       sweep.vision_watch.BlindRunWatch(sweep.vision_watch.steps_per_run(t.to_dict() for t in trials)),
                        *([sweep.integrity.Recorder(exp_dir)] if local else [])],
             # WSD keeps every checkpoint: a fork point's must outlive the wait for its cooldown
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if families else args.keep_checkpoints),
@@ -139,10 +142,14 @@ def finish(args: SweepOptions, results, exp_dir: str) -> int:
     errors = [r for r in results if r.error is not None]
     for r in errors:
         print(f"trial {r.path} failed: {str(r.error).strip().splitlines()[-1]}", file=sys.stderr)
+    print("\n".join(sweep.vision_watch.summary(results)), flush=True)
     if not args.no_fit:
         from fitting import run_analysis  # pandas / scipy / matplotlib: only after a sweep
 
-        run_analysis(exp_dir, n_bootstrap=args.bootstrap)
+        fits = run_analysis(exp_dir, n_bootstrap=args.bootstrap)
+        for arm, v in (fits.get("vision") or {}).items():
+            print(f"vision at the end: {arm} {v['n_seeing']} of {v['n_runs']} runs see"
+                  + (f" (blind: {v['reason']})" if not v["uses_frames"] else ""))
         print(f"analysis written to {os.path.join(exp_dir, 'analysis')}")
     return 1 if errors else 0
 

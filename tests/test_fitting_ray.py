@@ -64,7 +64,7 @@ def experiment(tmp_path_factory):
                 loss = float("nan")
             if spec["mode"] == "resumed" and i == 1:
                 loss += 1.0  # the stale first report of this step; the later one must win
-            final = {"eval_loss_shuffled_frames": loss + 0.1, "eval_loss_shuffled_frames_se": 0.01} \
+            final = {"eval_loss_shuffled_frames": loss + 0.5, "eval_loss_shuffled_frames_se": 0.01} \
                 if step == spec["steps"] else {}
             tune.report({
                 **final, "variant": spec["variant"], "config": spec["config"], "step": step, "samples": samples,
@@ -106,6 +106,8 @@ def test_points_table_contract(experiment):
     assert resumed["step"].tolist() == [2, 5, 10]
     mid = resumed[resumed["step"] == 5]["eval_loss"].iloc[0]
     assert mid == pytest.approx(_law("foveated", SIZES["T2-T2"][0], 5 * BATCH) + 0.05)  # last report won
+    # the learning rates come from the trial config (here: none), never a report's scheduled "lr"
+    assert pts["lr"].isna().all() and pts["lr_backbone"].isna().all()
 
 
 def test_run_analysis_smoke_grid(analysed):

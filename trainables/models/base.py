@@ -50,6 +50,7 @@ class VLMBase(nn.Module):
     """
 
     tokens_per_frame: int = 0  # visual tokens per frame (each arm's count: trainables/variants.py)
+    zero_visual_tokens: bool = False  # the blind control (TrialConfig.zero_visual_tokens)
     # Submodule names that are backbone (trained at lr_backbone); everything else is connector.
     backbone_modules: tuple[str, ...] = ("vision", "llm")
 
@@ -62,8 +63,14 @@ class VLMBase(nn.Module):
 
     # -- pieces shared by the variants ---------------------------------------------------
     def project(self, feats: torch.Tensor) -> torch.Tensor:
-        """Vision features [..., D_vit] -> LLM-width visual tokens on the text-embedding scale."""
-        return scale_visual(self.projector(feats), self.visual_scale, self.llm.embed_dtype)
+        """Vision features [..., D_vit] -> LLM-width visual tokens on the text-embedding scale.
+
+        Every visual token of either variant (the foveated model's coarse pass included) is made
+        here, so the blind control zeroes them here: x * 0 keeps the graph (each parameter still
+        gets a gradient, zero, as ZeRO expects), and + 0.0 turns -0.0 into +0.0, so the LLM's
+        input is bit-identical whatever the frames."""
+        tokens = scale_visual(self.projector(feats), self.visual_scale, self.llm.embed_dtype)
+        return tokens * 0.0 + 0.0 if self.zero_visual_tokens else tokens
 
     def caption_loss(self, hidden: torch.Tensor, n_vis: int, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Next-token CE on the caption: hidden is the LLM output over [n_vis visual, L text].

@@ -119,4 +119,6 @@ def build_vlm(cfg: TrialConfig, vocab_size: int, attn_implementation: str = "sdp
     else:
         llm = build_language(llm_size, vocab_size, attn_implementation)
         vision = build_vision(vit_size, attn_implementation)
-    return MODELS[spec.kind](spec, cfg, vision, llm)
+    model = MODELS[spec.kind](spec, cfg, vision, llm)
+    model.zero_visual_tokens = cfg.zero_visual_tokens
+    return model
