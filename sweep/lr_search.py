@@ -30,11 +30,9 @@ import os
 import sys
 from pathlib import Path
 
-from search_spaces import metric_names as M
 from search_spaces.errors import ConfigError
 from search_spaces.grids import get_grid
 from search_spaces.trial import TrialConfig
-from search_spaces.vision_rule import sees
 from sweep.options import SweepOptions
 from trainables.learning_rates import TABLE_FORMAT, LrTable, load_table, settings_of
 
@@ -45,7 +43,6 @@ DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0)
 # The search's seeds start here (+ --seed): apart from a study's seeds 0..K-1, so a rate is not
 # chosen on the very runs it is then judged by.
 SEARCH_SEED0 = 1000
-DIRNAME = "{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][tag]}_s{0.config[trial][seed]}"
 
 
 def search_dir(args: SweepOptions, storage: str) -> Path:
@@ -87,21 +84,6 @@ def search_runs(args: SweepOptions, trials: list[TrialConfig]) -> list[TrialConf
                 runs.append(base.replace(lr=float(lr), lr_backbone=float(lr) * ratio, seed=seed,
                                          tag=f"lr{lr:.3g}", **common))
     return runs
-
-
-def run_record(cfg: TrialConfig, rows: list[dict], error: str | None) -> dict:
-    """One search run's numbers at half its horizon and at its end (None where it has none)."""
-    by_step = {r.get(M.STEP): r for r in rows if r.get(M.EVAL_LOSS) is not None}
-    rec = {"variant": cfg.variant, "config": cfg.config, "lr": cfg.lr, "lr_backbone": cfg.lr_backbone,
-           "seed": cfg.seed, "steps": cfg.steps, "status": "error" if error else "ok", "error": error}
-    for where, step in (("half", cfg.milestones[0]), ("end", cfg.steps)):
-        r = by_step.get(step, {})
-        gap, se, shuffled = r.get(M.VISION_GAP), r.get(M.VISION_GAP_SE), r.get(M.EVAL_LOSS_SHUFFLED)
-        rec[where] = {"step": step, "eval_loss": r.get(M.EVAL_LOSS), "eval_loss_se": r.get(M.EVAL_LOSS_SE),
-                      "gap": gap, "gap_se": se, "sees": bool(r) and sees(gap, se, shuffled)}
-    if rec["end"]["eval_loss"] is None and not error:
-        rec.update(status="error", error="no evaluation at the horizon")
-    return rec
 
 
 def choose(records: list[dict]) -> dict:

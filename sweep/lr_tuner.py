@@ -13,6 +13,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from search_spaces import metric_names as M
 from search_spaces.trial import TrialConfig
 from search_spaces.vision_rule import sees
 from sweep.cluster import start_ray
@@ -20,6 +21,22 @@ from sweep.launch import make_trainable
 from sweep.options import SweepOptions
 
 EXPERIMENT = "runs"  # the Tune experiment inside the search directory
+DIRNAME = "{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][tag]}_s{0.config[trial][seed]}"
+
+
+def run_record(cfg: TrialConfig, rows: list[dict], error: str | None) -> dict:
+    """One search run's numbers at half its horizon and at its end (None where it has none)."""
+    by_step = {r.get(M.STEP): r for r in rows if r.get(M.EVAL_LOSS) is not None}
+    rec = {"variant": cfg.variant, "config": cfg.config, "lr": cfg.lr, "lr_backbone": cfg.lr_backbone,
+           "seed": cfg.seed, "steps": cfg.steps, "status": "error" if error else "ok", "error": error}
+    for where, step in (("half", cfg.milestones[0]), ("end", cfg.steps)):
+        r = by_step.get(step, {})
+        gap, se, shuffled = r.get(M.VISION_GAP), r.get(M.VISION_GAP_SE), r.get(M.EVAL_LOSS_SHUFFLED)
+        rec[where] = {"step": step, "eval_loss": r.get(M.EVAL_LOSS), "eval_loss_se": r.get(M.EVAL_LOSS_SE),
+                      "gap": gap, "gap_se": se, "sees": bool(r) and sees(gap, se, shuffled)}
+    if rec["end"]["eval_loss"] is None and not error:
+        rec.update(status="error", error="no evaluation at the horizon")
+    return rec
 
 
 class SearchProgress(tune.Callback):
@@ -47,8 +64,6 @@ class SearchProgress(tune.Callback):
 
 def run_search(args: SweepOptions, runs: list[TrialConfig], out_dir: Path) -> list[dict]:
     """Train every run (or the rest of them) and return lr_search.run_record of each."""
-    from sweep.lr_search import DIRNAME, run_record
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     start_ray(args)
     trainable = make_trainable(args, use_gpu=bool(ray.cluster_resources().get("GPU", 0)))

@@ -12,7 +12,7 @@ import torch
 
 from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
-from trainables.data import synthetic
+from trainables.data import drawing, synthetic
 from trainables.data.bundle import load_data
 from trainables.data.pipeline import (EpochCursor, collate, derangement, encode_caption, eval_batches,
                                      normalise_frames, train_loader)
@@ -71,7 +71,7 @@ def read_target(video: np.ndarray) -> str:
     """Decode a clip the way one glimpse per frame could: find the target (the only pixels in
     a target colour), read colour and shape from the object-sized crop at that place alone,
     and the motion from where that place is in the first and last frame."""
-    obj = synthetic.object_size(video.shape[1])
+    obj = drawing.object_size(video.shape[1])
     places = []
     for t, frame in enumerate(video):
         hits = {name: (frame == rgb).all(-1) for name, rgb in synthetic.COLOURS.items()}
@@ -81,7 +81,7 @@ def read_target(video: np.ndarray) -> str:
         crop = video[t, y : y + obj, x : x + obj]  # the glimpse: the target's place only
         assert crop.shape[:2] == (obj, obj) and ys.max() - y < obj and xs.max() - x < obj
         seen = (crop == synthetic.COLOURS[colour]).all(-1)
-        (shape,) = [s for s in synthetic.SHAPES if np.array_equal(seen, synthetic._shape_mask(s, obj))]
+        (shape,) = [s for s in synthetic.SHAPES if np.array_equal(seen, drawing.shape_mask(s, obj))]
         places.append((y, x))
     (dy, dx) = np.sign(np.subtract(places[-1], places[0]))
     (motion,) = [m for m, d in synthetic.MOTIONS.items() if d == (dy, dx)]
@@ -98,8 +98,8 @@ def test_caption_is_what_the_glimpse_at_the_target_shows():
         assert set(caption.split()) <= set(synthetic.vocabulary())
         # distractors: grey (equal channels) and as bright as a target, so only the target's
         # place tells its shape
-        grey = (video[0].min(-1) == video[0].max(-1)) & (video[0].min(-1) >= synthetic.GREY_LEVELS[0])
-        assert grey.sum() > synthetic.object_size(56) ** 2 // 4
+        grey = (video[0].min(-1) == video[0].max(-1)) & (video[0].min(-1) >= drawing.GREY_LEVELS[0])
+        assert grey.sum() > drawing.object_size(56) ** 2 // 4
         captions.add(caption)
     # every colour, shape and motion occurs (the task is not a constant)
     words = " ".join(captions)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.data import graded, synthetic
+from trainables.data import drawing, graded, synthetic
 from trainables.evaluation import field_losses
 
 
@@ -17,7 +17,7 @@ def read_target(video: np.ndarray) -> str:
     """Decode the four visual fields from the target's pixels alone. Noise is <= 63 per channel
     and distractors are grey (equal channels), so the target is every pixel with unequal
     channels above the noise; its colour is the hue whose direction from grey it lies on."""
-    obj = synthetic.object_size(video.shape[1])
+    obj = drawing.object_size(video.shape[1])
     places = []
     for t, frame in enumerate(video):
         target = (frame.max(-1) > 63) & (frame.min(-1) != frame.max(-1))
@@ -30,7 +30,7 @@ def read_target(video: np.ndarray) -> str:
                for h, c in graded.HUES.items()}
         colour = max(cos, key=cos.get)
         seen = target[y : y + obj, x : x + obj]
-        (shape,) = [s for s in graded.SHAPES if np.array_equal(seen, graded.shape_mask(s, obj))]
+        (shape,) = [s for s in graded.SHAPES if np.array_equal(seen, drawing.shape_mask(s, obj))]
         places.append((int(y), int(x)))
     dy, dx = np.sign(np.subtract(places[-1], places[0]))
     (motion,) = [m for m, v in graded.MOTIONS.items() if v == (dy, dx)]

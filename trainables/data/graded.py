@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainables.data import synthetic
+from trainables.data.drawing import GREY_LEVELS, draw_distractors, noise, object_size, shape_mask
 
 HUES = {
     "red": (230, 40, 40), "orange": (240, 140, 30), "yellow": (240, 220, 40), "green": (40, 200, 60),
@@ -40,7 +40,7 @@ FIELDS = ("colour", "shape", "motion", "quadrant", "tag")
 MIN_SATURATION = 0.25
 MAX_DISTRACTORS = 3
 TRAVEL = (0.6, 0.2)  # share of the free span a moving target crosses at u = 0 and at u = 1
-GREY = 110  # the grey a target's colour fades towards as its saturation falls
+GREY = sum(GREY_LEVELS) // 2  # the grey a target's colour fades towards as its saturation falls
 
 
 def zipf(n: int) -> np.ndarray:
@@ -61,20 +61,9 @@ def irreducible_loss() -> float:
     return float(np.log(len(TAGS)) / (len(FIELDS) + 1))
 
 
-def shape_mask(shape: str, size: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size]
-    c, r = (size - 1) / 2, size / 2
-    if shape == "diamond":
-        return np.abs(yy - c) + np.abs(xx - c) <= r
-    if shape == "ring":
-        d2 = (yy - c) ** 2 + (xx - c) ** 2
-        return (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
-    return synthetic._shape_mask(shape, size)
-
-
 def track(rng: np.random.Generator, motion: str, frames: int, image_size: int, travel: float):
     """Top-left (y, x) per frame: a straight line of `travel` x the free span, in view throughout."""
-    free = image_size - synthetic.object_size(image_size)
+    free = image_size - object_size(image_size)
     dy, dx = MOTIONS[motion]
     span = round(free * travel) if (dy or dx) else 0
     y0 = int(rng.integers(0, free - span * abs(dy) + 1)) + (span if dy < 0 else 0)
@@ -93,18 +82,14 @@ def quadrant(y: int, x: int, obj: int, image_size: int) -> str:
 
 def make_clip(rng: np.random.Generator, frames: int, image_size: int) -> tuple[np.ndarray, str]:
     """One clip (T, H, W, 3) uint8 and its caption "<colour> <shape> <motion> <quadrant> <tag>"."""
-    s, obj = image_size, synthetic.object_size(image_size)
-    video = (np.frombuffer(rng.bytes(frames * s * s * 3), np.uint8) >> synthetic.NOISE_SHIFT).reshape(frames, s, s, 3)
+    s, obj = image_size, object_size(image_size)
+    video = noise(rng, frames, s)
     u = float(rng.random())
     colour = str(rng.choice(list(HUES), p=COLOUR_P))
     shape = str(rng.choice(SHAPES, p=SHAPE_P))
     motion = str(rng.choice(list(MOTIONS))) if frames > 1 else "still"
     tag = str(rng.choice(TAGS))
-    for _ in range(1 + int(u * MAX_DISTRACTORS)):
-        mask = shape_mask(str(rng.choice(SHAPES)), obj)
-        grey = int(rng.integers(*synthetic.GREY_LEVELS))
-        y, x = (int(v) for v in rng.integers(0, s - obj + 1, size=2))
-        video[:, y : y + obj, x : x + obj][:, mask] = grey
+    draw_distractors(rng, video, 1 + int(u * MAX_DISTRACTORS), SHAPES)
     saturation = 1.0 - (1.0 - MIN_SATURATION) * u
     rgb = np.round(GREY + saturation * (np.array(HUES[colour], float) - GREY)).astype(np.uint8)
     mask = shape_mask(shape, obj)

@@ -26,6 +26,9 @@ import os
 
 import numpy as np
 
+from trainables.data import graded
+from trainables.data.drawing import draw_distractors, noise, object_size, shape_mask
+
 # Saturated target colours; distractors are grey (equal channels), so no pixel of a
 # distractor or of the noise can ever match a target colour.
 COLOURS = {
@@ -39,9 +42,6 @@ COLOURS = {
 SHAPES = ("square", "circle", "triangle", "cross")
 MOTIONS = {"moves left": (0, -1), "moves right": (0, 1), "moves up": (-1, 0), "moves down": (1, 0), "stays": (0, 0)}
 N_DISTRACTORS = 2
-GREY_LEVELS = (90, 130)  # distractor brightness range: well above the noise, no hue
-NOISE_SHIFT = 2  # background noise: random bytes >> 2, i.e. 0..63 (bytes: 3x faster than integers)
-OBJECT_FRACTION = 3 / 8  # object side / frame side: 21 px at 56 (1.5 patches of 14 px)
 TRAVEL_FRACTION = 0.5  # a moving target crosses this share of the free span over the clip
 # A whole split is cached when it fits in this many bytes (env FOVEATED_CLIP_CACHE_MB; 0: off).
 # A partial cache of a larger, randomly read split would hit budget/size of the time: not worth it.
@@ -62,25 +62,6 @@ def vocabulary() -> list[str]:
     return words
 
 
-def _shape_mask(shape: str, size: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size]
-    c = (size - 1) / 2
-    if shape == "square":
-        return np.ones((size, size), bool)
-    if shape == "circle":
-        return (yy - c) ** 2 + (xx - c) ** 2 <= (size / 2) ** 2
-    if shape == "triangle":  # apex up: row r is filled over a width that grows with r
-        return np.abs(xx - c) <= (yy + 1) / 2
-    if shape == "cross":
-        w = max(1, size // 4)
-        return (np.abs(yy - c) < w) | (np.abs(xx - c) < w)
-    raise ValueError(shape)
-
-
-def object_size(image_size: int) -> int:
-    return max(6, round(image_size * OBJECT_FRACTION))
-
-
 def target_track(rng: np.random.Generator, motion: str, frames: int, image_size: int) -> list[tuple[int, int]]:
     """Top-left (y, x) of the target in each frame: a straight line that stays in view."""
     free = image_size - object_size(image_size)  # top-left coordinates range over [0, free]
@@ -96,17 +77,13 @@ def target_track(rng: np.random.Generator, motion: str, frames: int, image_size:
 def make_clip(rng: np.random.Generator, frames: int, image_size: int) -> tuple[np.ndarray, str]:
     """One clip (T, H, W, 3) uint8 and its caption "<colour> <shape> <motion>"."""
     s, obj = image_size, object_size(image_size)
-    video = (np.frombuffer(rng.bytes(frames * s * s * 3), np.uint8) >> NOISE_SHIFT).reshape(frames, s, s, 3)
+    video = noise(rng, frames, s)
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
     motion = str(rng.choice(list(MOTIONS))) if frames > 1 else "stays"  # one frame shows no motion
     # distractors: grey, static, any shape (the target's included), drawn under the target
-    for _ in range(N_DISTRACTORS):
-        mask = _shape_mask(str(rng.choice(SHAPES)), obj)
-        grey = int(rng.integers(*GREY_LEVELS))
-        y, x = (int(v) for v in rng.integers(0, s - obj + 1, size=2))
-        video[:, y : y + obj, x : x + obj][:, mask] = grey
-    mask = _shape_mask(shape, obj)
+    draw_distractors(rng, video, N_DISTRACTORS, SHAPES)
+    mask = shape_mask(shape, obj)
     for t, (y, x) in enumerate(target_track(rng, motion, frames, s)):
         video[t, y : y + obj, x : x + obj][mask] = COLOURS[colour]
     return video, f"{colour} {shape} {motion}"
@@ -123,8 +100,6 @@ def task(name: str):
     if name == "synthetic":
         return make_clip, vocabulary, None  # "moves left" is two words: no fixed field per token
     if name == "synthetic-graded":
-        from trainables.data import graded  # it draws with this module's shapes and noise
-
         return graded.make_clip, graded.vocabulary, graded.FIELDS
     raise ValueError(f"unknown synthetic task {name!r}; known: {', '.join(TASKS)}")
 
