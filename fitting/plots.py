@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fitting import derived, isoflop
+from fitting import derived, field_plot, isoflop
 
 log = logging.getLogger("fitting")
 # (marker, line style) per arm: fixed for the study's arms, any other group name gets one of
@@ -49,7 +49,8 @@ def make_all(fs, ctx, fits, boot, out: Path) -> list[dict]:
         plt.close(fig)
         data.to_csv(out / f"{name}.csv", index=False)
         done.append({"name": name, "status": "ok", "png": f"{name}.png", "csv": f"{name}.csv"})
-    return done
+    fields = field_plot.draw(fs.frame, out)  # a fixed-format caption's per-field losses, if reported
+    return done + ([fields] if fields else [])
 
 
 def _style(g) -> tuple:

@@ -163,10 +163,12 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
             raw[col] = {"schedule": "unknown", "wsd_phase": ""}.get(col, np.nan)
     raw["group"] = raw["variant"]
     raw["wsd_phase"] = raw["wsd_phase"].fillna("")
-    pts = raw[POINT_COLUMNS].copy()
+    # a fixed-format caption's per-field eval losses (trainables/evaluation.py), when reported
+    fields = sorted(c for c in raw.columns if str(c).startswith(M.EVAL_FIELD_PREFIX))
+    pts = raw[POINT_COLUMNS + fields].copy()
     for col in TEXT_COLUMNS:
         pts[col] = pts[col].astype(str)
-    for col in set(POINT_COLUMNS) - set(TEXT_COLUMNS):
+    for col in set(POINT_COLUMNS + fields) - set(TEXT_COLUMNS):
         pts[col] = pd.to_numeric(pts[col], errors="coerce").astype(float)
     pts["trial_steps"] = pts["trial_steps"].fillna(pts.groupby("run_id")["step"].transform("max"))
     return pts.sort_values(["variant", "config", "run_id", "step"]).reset_index(drop=True), dropped
@@ -192,6 +194,9 @@ def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
     opt = {c: (p[c].to_numpy(float) if c in p else np.full(len(p), np.nan))
            for c in ("seed", M.EVAL_LOSS_SHUFFLED, M.EVAL_LOSS_SHUFFLED_SE, M.VISION_GAP, M.VISION_GAP_SE,
                      "trial_steps", *CONFIG_LRS)}
+    # per-field losses as field_<name> (the field plot); none for other data sets
+    fields = {f"field_{c[len(M.EVAL_FIELD_PREFIX):]}": p[c].to_numpy(float)
+              for c in p.columns if str(c).startswith(M.EVAL_FIELD_PREFIX)}
     return pd.DataFrame({
         "N": p["n_params"].to_numpy(float), "D": p[d_col].to_numpy(float),
         "C": p["flops"].to_numpy(float), "loss": p["eval_loss"].to_numpy(float),
@@ -200,7 +205,7 @@ def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
         "n_llm": p["n_params_llm"].to_numpy(float), "n_vision": p["n_params_vision"].to_numpy(float),
         "seed": opt["seed"], "steps": opt["trial_steps"], "loss_shuffled": opt[M.EVAL_LOSS_SHUFFLED],
         "loss_shuffled_se": opt[M.EVAL_LOSS_SHUFFLED_SE], "vision_gap": opt[M.VISION_GAP],
-        "vision_gap_se": opt[M.VISION_GAP_SE], "lr": opt["lr"], "lr_backbone": opt["lr_backbone"],
+        "vision_gap_se": opt[M.VISION_GAP_SE], "lr": opt["lr"], "lr_backbone": opt["lr_backbone"], **fields,
     }).sort_values(["group", "run_id", "D"], kind="stable").reset_index(drop=True)  # row order: not Ray's trial ids
 
 
