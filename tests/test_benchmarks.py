@@ -80,3 +80,24 @@ def test_summary_tables_from_a_log(tmp_path, capsys):
     assert "| L-L | baseline | 4 × 8 | 12.0 | 20.0 | 60% | 21.00 / 22.00 |" in text
     assert "| M-S | foveated | 32 × 1 | no | no | 20.00 | 21.00 | +5.0% | 24.50 | **no** |" in text
     assert '    ("baseline", "L-S"): 0.25,' in text and '"L-L"): 0.1' not in text  # only planned runs
+
+
+def test_compare_verdicts_agrees_with_itself_and_names_a_flipped_verdict(tmp_path, capsys, monkeypatch):
+    import compare_verdicts
+
+    fits = {"vision_runs": [{"group": "foveated", "config": "T1-T1", "seed": 0, "sees": True}],
+            "vision": {"foveated": {"cells": {"T1-T1": {"n_seeing": 1, "n_runs": 1}}}},
+            "derived": {"comparisons": {"foveated vs baseline": {"status": "not identified"}},
+                        "optimal_allocation": {"foveated": {"status": "ok"}}},
+            "laws": {"L(C)": {"foveated": {"status": "ok", "flags": {"alpha": [], "E": ["at bound"]}}}}}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "fits.json").write_text(json.dumps(fits))
+    monkeypatch.setattr(sys, "argv", ["compare_verdicts.py", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert compare_verdicts.main() == 0
+    assert "5 of 5 verdicts agree" in capsys.readouterr().out
+    fits["vision_runs"][0]["sees"] = False
+    (tmp_path / "b" / "fits.json").write_text(json.dumps(fits))
+    assert compare_verdicts.main() == 1
+    out = capsys.readouterr().out
+    assert "!! run foveated T1-T1 s0: sees  |  BLIND" in out and "1 differ" in out
