@@ -181,7 +181,8 @@ def step_metrics(t: Trial, state: dict, start: int, train_loss: float, milestone
         M.N_PARAMS: counts["total"], M.N_PARAMS_LLM: counts["llm_non_embedding"],
         M.N_PARAMS_VISION: counts["vision"], "n_bad_rows": state["n_bad_rows"],
         M.MILESTONE: bool(milestone), "resumed_from_step": start, "master_port": int(os.environ["MASTER_PORT"]),
-        "torch_threads": torch.get_num_threads(),  # CPU numerics differ with the thread count
+        # CPU numerics differ with the thread count and the vector kernels (AVX2 vs AVX-512)
+        "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         **rates, **memory_metrics(),
     }
 
