@@ -6,10 +6,14 @@
 Every (variant, config) of the (narrowed) grid trains one standalone run per (rate, seed) to the
 grid's search horizon (`Grid.lr_search_steps`, else its largest step count; `--lr-steps`),
 evaluating at half the horizon and at its end, with seeds 1000, 1001, ... (`--lr-seeds`; not
-the study's own seeds). All runs form one Ray Tune grid (resumable:
-the same command continues an interrupted search). The rates (`--lr-grid`, default the pair's
-current rate x 1/4, 1/2, 1, 2) scale the connector rate; the backbone rate keeps the pair's
-backbone/connector ratio, so the search is one-dimensional and both arms get the same treatment.
+the study's own seeds). The rates (`--lr-grid`, default the pair's current rate x 1/4, 1/2, 1,
+2) scale the connector rate; the backbone rate keeps the pair's backbone/connector ratio, so the
+search is one-dimensional and both arms get the same treatment.
+
+A search grows: only runs not yet in the search directory are trained (one Ray Tune grid,
+continued if interrupted), and the choice weighs every rate ever run there for the same pairs,
+seeds, horizon and settings. So a choice at the grid's edge is settled by running the command
+again with `--lr-grid` set to the rates beyond it.
 
 A rate qualifies for a pair only if every seed's run finished and sees its frames at the
 horizon (search_spaces/vision_rule.py: the rule the fits use). Among qualifying rates the
@@ -20,7 +24,8 @@ of rates the data cannot tell apart the calmer one is taken. A choice at the gri
 flagged: widen the grid. A pair with no qualifying rate has no entry, and the command exits 1.
 
 The table (lr_table.json: the choice per pair, every run's numbers, the settings searched
-with) and a readable lr_search.md are rewritten when the search ends.
+with) and a readable lr_search.md are rewritten when the search ends. Each run's record is read
+from its own files (params.json, result.json), so the table never depends on a driver's memory.
 """
 from __future__ import annotations
 
@@ -30,15 +35,16 @@ import os
 import sys
 from pathlib import Path
 
+from search_spaces import metric_names as M
 from search_spaces.errors import ConfigError
 from search_spaces.grids import get_grid
 from search_spaces.trial import TrialConfig
+from search_spaces.vision_rule import sees
 from sweep.options import SweepOptions
 from trainables.learning_rates import TABLE_FORMAT, LrTable, load_table, settings_of
 
 TABLE_FILE = "lr_table.json"
 SUMMARY_FILE = "lr_search.md"
-SPEC_FILE = "search.json"  # the runs this search was started with (a resume must match)
 DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0)
 # The search's seeds start here (+ --seed): apart from a study's seeds 0..K-1, so a rate is not
 # chosen on the very runs it is then judged by.
@@ -86,6 +92,59 @@ def search_runs(args: SweepOptions, trials: list[TrialConfig]) -> list[TrialConf
     return runs
 
 
+def run_record(cfg: TrialConfig, rows: list[dict], error: str | None) -> dict:
+    """One search run's numbers at half its horizon and at its end (None where it has none)."""
+    by_step = {r.get(M.STEP): r for r in rows if r.get(M.EVAL_LOSS) is not None}
+    rec = {"variant": cfg.variant, "config": cfg.config, "lr": cfg.lr, "lr_backbone": cfg.lr_backbone,
+           "seed": cfg.seed, "steps": cfg.steps, "status": "error" if error else "ok", "error": error}
+    for where, step in (("half", cfg.milestones[0]), ("end", cfg.steps)):
+        r = by_step.get(step, {})
+        gap, se, shuffled = r.get(M.VISION_GAP), r.get(M.VISION_GAP_SE), r.get(M.EVAL_LOSS_SHUFFLED)
+        rec[where] = {"step": step, "eval_loss": r.get(M.EVAL_LOSS), "eval_loss_se": r.get(M.EVAL_LOSS_SE),
+                      "gap": gap, "gap_se": se, "sees": bool(r) and sees(gap, se, shuffled)}
+    if rec["end"]["eval_loss"] is None and not error:
+        rec.update(status="error", error="no evaluation at the horizon")
+    return rec
+
+
+
+def _key(trial: dict, without=()) -> str:
+    return json.dumps({k: v for k, v in trial.items() if k not in without}, sort_keys=True)
+
+
+def _family(trial: dict) -> str:
+    """What a run is apart from its rate: the runs a choice between rates compares."""
+    return _key(trial, ("lr", "lr_backbone", "tag"))
+
+
+def collect(out_dir: Path) -> dict[str, dict]:
+    """Every run in the search directory: its trial (as json) -> {"trial", "record"}. A run is read
+    from its own params.json and result.json; an unfinished one (no end evaluation, no error
+    file: interrupted) is left out, so it is trained again."""
+    found: dict[str, dict] = {}
+    for params in sorted(out_dir.glob("runs*/*/params.json")):
+        try:
+            cfg = TrialConfig.from_dict(json.loads(params.read_text())["trial"])
+        except (ValueError, KeyError, TypeError, ConfigError):
+            continue  # not a run of this project's trial format (or of an older one)
+        rows = []
+        result = params.with_name("result.json")
+        for line in (result.read_text(errors="replace").splitlines() if result.exists() else []):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a half-written last line
+        error_file = params.with_name("error.txt")
+        error = error_file.read_text(errors="replace").strip().splitlines()[-1:] if error_file.exists() else None
+        rec = run_record(cfg, rows, error[0] if error else None)
+        if rec["end"]["eval_loss"] is None and not error:
+            continue
+        key = _key(cfg.to_dict())
+        if key not in found or found[key]["record"]["status"] != "ok":
+            found[key] = {"trial": cfg.to_dict(), "record": rec}
+    return found
+
+
 def choose(records: list[dict]) -> dict:
     """variant -> config -> the chosen rate and why, or {"lr": None, "reason"} (module doc's rule)."""
     pairs: dict[tuple[str, str], dict[float, list[dict]]] = {}
@@ -123,8 +182,8 @@ def choose(records: list[dict]) -> dict:
 def write_outputs(out_dir: Path, args: SweepOptions, runs: list[TrialConfig], records: list[dict]) -> dict:
     chosen = choose(records)
     doc = {"format": TABLE_FORMAT, "grid": args.grid, "horizon": runs[0].steps, "schedule": runs[0].schedule,
-           "seeds": sorted({r.seed for r in runs}), "lr_grid": sorted({r.lr for r in runs}),
-           "rule": __doc__.split("\n\n")[3].replace("\n", " "), "settings": settings_of(runs[0]),
+           "seeds": sorted({r.seed for r in runs}), "lr_grid": sorted({r["lr"] for r in records}),
+           "rule": choice_rule(), "settings": settings_of(runs[0]),
            "chosen": {v: {c: e for c, e in per.items() if e["lr"] is not None} for v, per in chosen.items()},
            "unresolved": {f"{v} {c}": e["reason"] for v, per in chosen.items() for c, e in per.items()
                           if e["lr"] is None},
@@ -134,6 +193,12 @@ def write_outputs(out_dir: Path, args: SweepOptions, runs: list[TrialConfig], re
     os.replace(tmp, out_dir / TABLE_FILE)
     (out_dir / SUMMARY_FILE).write_text(summary_markdown(doc))
     return doc
+
+
+def choice_rule() -> str:
+    """The module doc's paragraph on how a rate is chosen (written into every table)."""
+    (para,) = [p for p in __doc__.split("\n\n") if p.startswith("A rate qualifies")]
+    return para.replace("\n", " ")
 
 
 def _f(v, spec=".4g") -> str:
@@ -173,14 +238,13 @@ def print_choice(doc: dict, path: Path) -> None:
     for pair, why in doc["unresolved"].items():
         print(f"  {pair}: no rate chosen - {why}", file=sys.stderr, flush=True)
     print(f"learning-rate table: {path}", flush=True)
-    if doc["chosen"]:
+    if any(doc["chosen"].values()):
         print(f"the sweep of this grid and --name on this storage now uses it (elsewhere: --lr-from {path})",
               flush=True)
 
 
 def run_lr_search(args: SweepOptions, trials: list[TrialConfig]) -> int:
     from sweep.experiment import check_storage
-    from sweep.lr_tuner import run_search  # Ray: only when a search runs
 
     # short runs checkpoint at every evaluation and keep one: no warning about frequent saves
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -189,19 +253,26 @@ def run_lr_search(args: SweepOptions, trials: list[TrialConfig]) -> int:
         raise ConfigError("--lr-search writes its table next to the experiment: give a local --storage-path")
     runs = search_runs(args, trials)
     out_dir = search_dir(args, storage)
-    spec = [r.to_dict() for r in runs]
-    spec_path = out_dir / SPEC_FILE
-    if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
-        raise ConfigError(f"{out_dir} holds a different learning-rate search (other pairs, rates, seeds or "
-                          "settings): give another --name, or move it away")
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(json.dumps(spec, indent=1))
+    done = collect(out_dir)
+    todo = [r for r in runs if _key(r.to_dict()) not in done]
     n_pairs = len({(r.variant, r.config) for r in runs})
     print(f"lr search: {len(runs)} {runs[0].schedule} runs ({n_pairs} (variant, config) pairs x "
-          f"{len(runs) // n_pairs // args.lr_seeds} rates x {args.lr_seeds} seeds) of {runs[0].steps} steps "
-          f"-> {out_dir}", flush=True)
-    records = run_search(args, runs, out_dir)
+          f"{len(runs) // n_pairs // args.lr_seeds} rates x {args.lr_seeds} seeds) of {runs[0].steps} steps, "
+          f"{len(runs) - len(todo)} already done -> {out_dir}", flush=True)
+    if todo:
+        from sweep.lr_tuner import train  # Ray: only when something is to be trained
+
+        train(args, todo, out_dir)
+        done = collect(out_dir)
+    families = {_family(r.to_dict()) for r in runs}
+    records = [d["record"] for d in done.values() if _family(d["trial"]) in families]
+    records.sort(key=lambda r: (r["variant"], r["config"], r["lr"], r["seed"]))
+    missing = len(runs) - sum(_key(r.to_dict()) in done for r in runs)
     doc = write_outputs(out_dir, args, runs, records)
     print_choice(doc, out_dir / TABLE_FILE)
-    failed = any(r["status"] != "ok" for r in records)
+    if missing:
+        print(f"lr search: {missing} run(s) did not finish; run the same command again to continue",
+              file=sys.stderr, flush=True)
+    failed = missing or any(r["status"] != "ok" for r in records)
     return 1 if failed or doc["unresolved"] else 0

@@ -137,28 +137,34 @@ def test_cli_dry_run_shows_each_trials_rates_and_their_source(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_lr_search_through_ray_records_every_run_and_a_rerun_continues_it(tmp_path, monkeypatch, capsys):
+def test_lr_search_through_ray_records_every_run_and_grows_without_retraining(tmp_path, monkeypatch, capsys):
     import ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     argv = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "foveated", "--storage-path", str(tmp_path),
-            "--name", "lrs", "--lr-search", "--lr-grid", "1e-3,4e-3", "--lr-seeds", "1", "--lr-steps", "6"]
-    try:
-        tune_scaling.main(argv)  # 6 steps: nobody sees yet, so no rate is chosen (exit 1)
-    finally:
-        ray.shutdown()
-    doc = json.loads((tmp_path / "lrs_lr_search" / "lr_table.json").read_text())
+            "--name", "lrs", "--lr-search", "--lr-seeds", "1", "--lr-steps", "14"]
+    table = tmp_path / "lrs_lr_search" / "lr_table.json"
+
+    def search(rates: str) -> None:
+        try:
+            tune_scaling.main(argv + ["--lr-grid", rates])
+        finally:
+            ray.shutdown()  # each command line is its own process, each with its own Ray
+
+    search("1e-3,4e-3")  # 14 steps: nobody sees yet, no rate chosen
+    doc = json.loads(table.read_text())
     assert [(r["lr"], r["seed"], r["status"]) for r in doc["runs"]] == [(1e-3, 1000, "ok"), (4e-3, 1000, "ok")]
-    assert all(r["end"]["eval_loss"] > 0 and r["half"]["step"] == 3 for r in doc["runs"])
-    assert doc["unresolved"] == {"foveated T1-T1": "no rate in the grid made every seed see its frames at the horizon"}
-    first = capsys.readouterr().out
-    assert "lr search 2/2: foveated T1-T1" in first
-    try:
-        tune_scaling.main(argv)
-    finally:
-        ray.shutdown()
+    assert all(r["end"]["eval_loss"] > 0 and r["half"]["step"] == 7 for r in doc["runs"])
+    assert doc["unresolved"] == {"foveated T1-T1": "no rate in the grid made every seed see its frames at "
+                                                   "the horizon"}
+    assert "lr search 2/2: foveated T1-T1" in capsys.readouterr().out
+    # the same command again: nothing to train, the same records (read from the runs' files)
+    search("1e-3,4e-3")
     again = capsys.readouterr().out
-    assert "continuing" in again and "lr search 1/2" not in again  # nothing trained twice
-    assert json.loads((tmp_path / "lrs_lr_search" / "lr_table.json").read_text())["runs"] == doc["runs"]
-    # another search under the same name is refused before Ray starts
-    assert tune_scaling.main(argv[:-2] + ["--lr-steps", "8"]) == 2
+    assert "2 already done" in again and "lr search 1/" not in again
+    assert json.loads(table.read_text())["runs"] == doc["runs"]
+    # a wider grid trains only the new rate; the choice weighs all three
+    search("1e-3,2e-3")
+    grown = capsys.readouterr().out
+    assert "1 already done" in grown and "lr search 1/1: foveated T1-T1 lr 0.002" in grown
+    assert [r["lr"] for r in json.loads(table.read_text())["runs"]] == [1e-3, 2e-3, 4e-3]

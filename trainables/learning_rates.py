@@ -128,7 +128,7 @@ def assign(grid: Grid, trials: list[TrialConfig], table: LrTable | None = None, 
 
     table: an explicit or searched table (rule 2); else the grid's committed one (rule 3); else
     the size rule (rule 4). lr / lr_backbone override either field last (rule 1). searching: an
-    LR search may start from the grid's settings when the grid's committed table is missing."""
+    LR search starts a pair from the grid's settings when no table has a rate for it yet."""
     if table is None and table_path(grid) is not None:
         if searching and not table_path(grid).exists():
             return trials, f"the grid's settings (its table {table_path(grid)} is not made yet)"
@@ -140,6 +140,8 @@ def assign(grid: Grid, trials: list[TrialConfig], table: LrTable | None = None, 
             if rates is None:
                 if lr is not None and lr_backbone is not None:
                     rates = (lr, lr_backbone)
+                elif searching:  # a pair the table lacks starts its search from the grid's settings
+                    rates = (t.lr, t.lr_backbone)
                 else:
                     raise ConfigError(f"learning-rate table {table.path} has no rate for {t.variant} {t.config}: "
                                       f"search it (--lr-search --variants {t.variant} --configs {t.config}) or "
