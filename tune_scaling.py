@@ -129,7 +129,7 @@ def build_plan(args: SweepOptions):
     if args.milestones:
         trials = [t.replace(milestones=tuple(m for m in args.milestones if m < t.steps)) for t in trials]
     return learning_rates.assign(grid, trials, searched_table(args), args.lr, args.lr_backbone,
-                                 searching=args.lr_search)
+                                 searching=args.lr_search, strict=bool(args.lr_from))
 
 
 def plan(args: SweepOptions, trials):

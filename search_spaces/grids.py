@@ -23,10 +23,10 @@ PHASE_SETTINGS = dict(
 
 # Tiny models on 2 CPU cores: 4 frames x 56 px (4x4 patches), one global batch of 16.
 # Random-init backbones train at the connector's learning rate; the rates per (variant,
-# config) come from the grid's searched table (Grid.lr_table), these are only its search's
-# starting point. 8 text tokens: a synthetic caption is at most 4 words + BOS + EOS.
+# config) come from the grid's searched table (Grid.lr_table); these (the searched foveated
+# T1-T1 rate) anchor the size rule for a trial the table does not cover. 8 text tokens: a synthetic caption is at most 4 words + BOS + EOS.
 SMOKE_SETTINGS = dict(
-    frames=4, image_size=56, text_len=8, global_batch=16, micro_batch=16, lr=2e-3, lr_backbone=2e-3,
+    frames=4, image_size=56, text_len=8, global_batch=16, micro_batch=16, lr=5e-4, lr_backbone=5e-4,
     precision="fp32", init="random", dataset="synthetic", dataset_size=2048, eval_size=256,
     query_dim=32, warmup_steps=10,
 )
@@ -69,10 +69,11 @@ GRIDS: dict[str, Grid] = {
     # (its speed varies), too close to its 10-minute budget; both arms still see at 480 steps
     "smoke": Grid("smoke", "offline CPU check: 3 tiny sizes x 2 variants x 3 step counts x 2 seeds",
                   ("T1-T1", "T1-T2", "T2-T2"), (120, 240, 480), SMOKE_SETTINGS, plan_batches=False, seeds=2,
-                  schedule="wsd", lr_table="smoke.json"),
+                  schedule="wsd", lr_table="smoke.json", lr_anchor="T1-T1"),
     "ladder": Grid("ladder", "offline model ladder: 4 tiny sizes x 3 arms x 4 step counts x 3 seeds, graded task",
                    ("T0-T0", "T1-T1", "T2-T2", "T3-T3"), (100, 200, 400, 800), LADDER_SETTINGS, plan_batches=False,
-                   variants=VARIANTS, seeds=3, schedule="wsd", lr_table="ladder.json", lr_search_steps=400),
+                   variants=VARIANTS, seeds=3, schedule="wsd", lr_table="ladder.json", lr_anchor="T1-T1",
+                   lr_search_steps=400),
     # phase grids: a short search (300 steps) per (variant, config) before a study's 100-3K steps
     "phase1": Grid("phase1", "core comparison at S-S (135M + dinov2-small)", ("S-S",), PLAN_STEPS, PHASE_SETTINGS,
                    lr_search_steps=300),

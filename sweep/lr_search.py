@@ -11,9 +11,9 @@ the study's own seeds). The rates (`--lr-grid`, default the pair's current rate 
 search is one-dimensional and both arms get the same treatment.
 
 A search grows: only runs not yet in the search directory are trained (one Ray Tune grid,
-continued if interrupted), and the choice weighs every rate ever run there for the same pairs,
-seeds, horizon and settings. So a choice at the grid's edge is settled by running the command
-again with `--lr-grid` set to the rates beyond it.
+continued if interrupted), and the table holds every pair, rate and seed ever run there with the
+same settings and horizon. So a choice at the grid's edge is settled by running the command
+again with `--lr-grid` set to the rates beyond it (narrowed to that pair if you like).
 
 A rate qualifies for a pair only if every seed's run finished and sees its frames at the
 horizon (search_spaces/vision_rule.py: the rule the fits use). Among qualifying rates the
@@ -56,7 +56,8 @@ def search_dir(args: SweepOptions, storage: str) -> Path:
 
 
 def searched_table(args: SweepOptions) -> LrTable | None:
-    """--lr-from's table, else the one --lr-search wrote for this name on this (local) storage."""
+    """--lr-from's table (strict: every trial must be covered), else the one --lr-search wrote for
+    this name on this (local) storage."""
     if args.lr_from:
         return load_table(args.lr_from)
     if "://" in args.storage_path:
@@ -112,9 +113,13 @@ def _key(trial: dict, without=()) -> str:
     return json.dumps({k: v for k, v in trial.items() if k not in without}, sort_keys=True)
 
 
-def _family(trial: dict) -> str:
-    """What a run is apart from its rate: the runs a choice between rates compares."""
-    return _key(trial, ("lr", "lr_backbone", "tag"))
+# What a search run is apart from its pair, its rate and the planner's memory settings: the
+# records that belong in one table (the same grid settings, horizon, schedule and seed).
+PAIR_FIELDS = ("variant", "config", "lr", "lr_backbone", "tag", "micro_batch", "offload", "grad_checkpointing")
+
+
+def _setting(trial: dict) -> str:
+    return _key(trial, PAIR_FIELDS)
 
 
 def collect(out_dir: Path) -> dict[str, dict]:
@@ -182,7 +187,7 @@ def choose(records: list[dict]) -> dict:
 def write_outputs(out_dir: Path, args: SweepOptions, runs: list[TrialConfig], records: list[dict]) -> dict:
     chosen = choose(records)
     doc = {"format": TABLE_FORMAT, "grid": args.grid, "horizon": runs[0].steps, "schedule": runs[0].schedule,
-           "seeds": sorted({r.seed for r in runs}), "lr_grid": sorted({r["lr"] for r in records}),
+           "seeds": sorted({r["seed"] for r in records}), "lr_grid": sorted({r["lr"] for r in records}),
            "rule": choice_rule(), "settings": settings_of(runs[0]),
            "chosen": {v: {c: e for c, e in per.items() if e["lr"] is not None} for v, per in chosen.items()},
            "unresolved": {f"{v} {c}": e["reason"] for v, per in chosen.items() for c, e in per.items()
@@ -265,8 +270,9 @@ def run_lr_search(args: SweepOptions, trials: list[TrialConfig]) -> int:
 
         train(args, todo, out_dir)
         done = collect(out_dir)
-    families = {_family(r.to_dict()) for r in runs}
-    records = [d["record"] for d in done.values() if _family(d["trial"]) in families]
+    # the table holds every pair searched here with these settings, not only this command's
+    settings = {_setting(r.to_dict()) for r in runs}
+    records = [d["record"] for d in done.values() if _setting(d["trial"]) in settings]
     records.sort(key=lambda r: (r["variant"], r["config"], r["lr"], r["seed"]))
     missing = len(runs) - sum(_key(r.to_dict()) in done for r in runs)
     doc = write_outputs(out_dir, args, runs, records)

@@ -42,9 +42,10 @@ def tree(tmp_path_factory):
     (other / "tuner.pkl").write_bytes(b"not touched")
     same = store / "smoke_steps6"  # a Ray experiment of this grid with other step counts / seeds
     same.mkdir()
-    from search_spaces.grids import expand
+    from search_spaces.grids import GRIDS, expand
+    from trainables.learning_rates import assign
 
-    trials = expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[6])
+    trials, _ = assign(GRIDS["smoke"], expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[6]))
     (same / "study.json").write_text(json.dumps({"grid": "smoke", "trials": [t.to_dict() for t in trials]}))
     (same / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     (same / "tuner.pkl").write_bytes(b"not touched")
@@ -165,7 +166,7 @@ CASES = [
     ("gpu-mem-nan", [*NARROW, "--gpu-mem", "nan"], "--gpu-mem must be a finite number, got nan"),
     ("mfu-nan", ["--grid", "phase1", "--dry-run", "--mfu", "nan"], "--mfu must be a finite number"),
     ("plot-interval-inf", [*NARROW, "--plot-interval", "inf"], "--plot-interval must be a finite number"),
-    ("lr-trials-zero", [*NARROW, "--lr-search", "--lr-trials", "0"], "--lr-trials must be >= 1, got 0"),
+    ("lr-seeds-zero", [*NARROW, "--lr-search", "--lr-seeds", "0"], "--lr-seeds must be >= 1, got 0"),
     ("absurd-request", ["--grid", "phase4", "--steps", "3000000", "--init", "random", "--no-fit"], "add --yes to launch it anyway"),
     ("resume-other-steps", [*NARROW, "--seeds", "1", "--resume", "--name", "smoke_steps6"],
      "was launched with other values of milestones, steps; Ray cannot change a grid"),

@@ -73,7 +73,7 @@ def make_table(tmp_path, recs, grid="smoke"):
     return out / "lr_table.json"
 
 
-def test_a_written_table_assigns_its_rates_and_refuses_other_settings(tmp_path):
+def test_a_written_table_assigns_its_rates_and_is_strict_only_when_named(tmp_path):
     path = make_table(tmp_path, [record(3e-3, s, 0.5 + s / 100) for s in range(3)])
     table = learning_rates.load_table(path)
     assert "3/3" in path.with_name("lr_search.md").read_text().replace(" ", "")
@@ -83,13 +83,20 @@ def test_a_written_table_assigns_its_rates_and_refuses_other_settings(tmp_path):
     # an override wins for its own field only
     out, source = learning_rates.assign(GRIDS["smoke"], trials, table, lr_backbone=1e-4)
     assert {(t.lr, t.lr_backbone) for t in out} == {(3e-3, 1e-4)} and "--lr-backbone" in source
-    # another batch size than searched: refused, naming the setting
+    # another batch size than searched: a named table (--lr-from) refuses it, naming the setting
+    bigger = [t.replace(global_batch=32, micro_batch=32) for t in trials]
     with pytest.raises(ConfigError, match="global_batch=16"):
-        learning_rates.assign(GRIDS["smoke"], [t.replace(global_batch=32, micro_batch=32) for t in trials], table)
-    # a pair the table lacks: refused unless both rates are given
+        learning_rates.assign(GRIDS["smoke"], bigger, table, strict=True)
+    # ... the default table falls back to the size rule, and the line says for which trials
+    out, source = learning_rates.assign(GRIDS["smoke"], bigger, table)
+    assert {t.lr for t in out} == {GRIDS["smoke"].settings["lr"]}  # T1-T1 is the smoke rule's anchor
+    assert "2 of 2 trials from the size rule (foveated T1-T1" in source
+    # a pair the table lacks: the same, strict or by the rule; explicit rates cover it
     other = expand("smoke", ["T2-T2"], ["baseline"], [480])
     with pytest.raises(ConfigError, match="no rate for baseline T2-T2"):
-        learning_rates.assign(GRIDS["smoke"], other, table)
+        learning_rates.assign(GRIDS["smoke"], other, table, strict=True)
+    (by_rule,), _ = learning_rates.assign(GRIDS["smoke"], other, table)
+    assert by_rule.lr < GRIDS["smoke"].settings["lr"]  # T2-T2 is larger than the anchor: a smaller rate
     out, _ = learning_rates.assign(GRIDS["smoke"], other, table, lr=1e-3, lr_backbone=1e-3)
     assert (out[0].lr, out[0].lr_backbone) == (1e-3, 1e-3)
 
@@ -111,13 +118,14 @@ def test_the_size_rule_scales_with_n_to_the_minus_one_third_and_anchors_every_ph
 
 
 def test_cli_dry_run_shows_each_trials_rates_and_their_source(tmp_path, capsys):
-    assert tune_scaling.main(["--grid", "smoke", "--dry-run", "--format", "json"]) == 0
+    empty = ["--storage-path", str(tmp_path / "empty")]  # no searched table there: the committed one
+    assert tune_scaling.main(["--grid", "smoke", "--dry-run", "--format", "json", *empty]) == 0
     doc = json.loads(capsys.readouterr().out)
     table = json.loads(learning_rates.table_path(GRIDS["smoke"]).read_text())
     for row in doc["trials"]:
         assert row["lr"] == table["chosen"][row["variant"]][row["config"]]["lr"]
     assert "smoke.json" in doc["learning_rates"]
-    assert tune_scaling.main(["--grid", "smoke", "--dry-run", "--lr", "3e-3"]) == 0
+    assert tune_scaling.main(["--grid", "smoke", "--dry-run", "--lr", "3e-3", *empty]) == 0
     out = capsys.readouterr().out
     assert "0.003 / " in out and "--lr 0.003 (command line)" in out
     # a searched table for this --name on this storage is picked up without --lr-from

@@ -182,4 +182,4 @@ def test_dry_run_imports_no_torch_and_builds_no_model(args, total):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     n = int(total.split()[1])
-    assert total in lines[-2] and len(lines) == n + 4
+    assert total in lines[-3] and len(lines) == n + 5 and lines[-1].startswith("learning rates: size rule")

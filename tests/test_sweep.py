@@ -37,12 +37,15 @@ def test_phase_grids_expand_to_the_study_trials(grid, configs):
 
 
 def test_the_cli_plans_the_expanded_grid():
-    # expand is pure data (the TrialConfig defaults); the CLI then applies the memory planner
+    # expand is pure data (the TrialConfig defaults); the CLI then applies the memory planner and
+    # each (variant, config)'s learning rates (trainables/learning_rates.py)
+    from trainables.learning_rates import assign
+
     plain = expand("phase4", configs=["S-S", "L-L"], steps=[100])
     planned = tune_scaling.build_trials(tune_scaling.parse_args(["--grid", "phase4", "--configs", "S-S,L-L",
                                                                  "--steps", "100", "--gpu-mem", "24"]))
     assert {t.micro_batch for t in plain} == {TrialConfig.micro_batch} and not any(t.offload for t in plain)
-    assert planned == [plan_trial(t, 24.0).apply(t) for t in plain]
+    assert planned == assign(GRIDS["phase4"], [plan_trial(t, 24.0).apply(t) for t in plain])[0]
     assert any(t.offload for t in planned)  # L-L needs offload at 24 GiB: the plan did change trials
     assert all(t.global_batch == t.micro_batch * t.grad_accum for t in planned)
     smoke = expand("smoke", configs=["T1-T1"])

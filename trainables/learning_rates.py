@@ -15,9 +15,11 @@ each trial's `lr` / `lr_backbone` come from, first match wins:
    anchor rates are conventional fine-tuning values, not searched on this task, as the dry-run
    says.
 
-A table records the settings it was searched with; a trial whose settings differ (another
-batch, data set, frame count...) is refused rather than trained at a rate tuned for something
-else. Tables hold plain JSON; nothing here imports torch (the dry-run path uses it).
+A table records the settings it was searched with. A trial it does not cover (another batch,
+data set, frame count..., or a pair it lacks) gets the size rule instead, and the line that
+names the rates' source says so; a table named with --lr-from is strict and refuses such a
+trial rather than train it at a rate tuned for something else. Tables hold plain JSON; nothing
+here imports torch unless the size rule has to build a tiny model to count its parameters.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from pathlib import Path
 from search_spaces.errors import ConfigError
 from search_spaces.grids import Grid
 from search_spaces.trial import TrialConfig
+from trainables.data.tokenizer import planning_vocab_size
 from trainables.parameters import param_counts_for
 
 TABLE_DIR = Path(__file__).with_name("lr_tables")
@@ -109,10 +112,11 @@ def check_settings(table: LrTable, trial: TrialConfig) -> None:
                           f"settings (--lr-search) or give --lr / --lr-backbone")
 
 
-def rule_rates(grid: Grid, trial: TrialConfig, vocab_size: int) -> tuple[float, float]:
+def rule_rates(grid: Grid, trial: TrialConfig) -> tuple[float, float]:
     """The grid's base rates (those of its anchor config) scaled by (N / N_anchor)^(-1/3)."""
     anchor = trial.replace(config=grid.lr_anchor)
-    scale = (param_counts_for(trial, vocab_size).total / param_counts_for(anchor, vocab_size).total) ** RULE_EXPONENT
+    n, n_anchor = (param_counts_for(t, planning_vocab_size(t)).total for t in (trial, anchor))
+    scale = (n / n_anchor) ** RULE_EXPONENT
     return trial.lr * scale, trial.lr_backbone * scale
 
 
@@ -122,38 +126,59 @@ def rule_description(grid: Grid) -> str:
 
 
 def assign(grid: Grid, trials: list[TrialConfig], table: LrTable | None = None, lr: float | None = None,
-           lr_backbone: float | None = None, vocab_size: int = 49152,
-           searching: bool = False) -> tuple[list[TrialConfig], str]:
+           lr_backbone: float | None = None, searching: bool = False,
+           strict: bool = False) -> tuple[list[TrialConfig], str]:
     """(trials with their learning rates, one line saying where the rates came from).
 
     table: an explicit or searched table (rule 2); else the grid's committed one (rule 3); else
-    the size rule (rule 4). lr / lr_backbone override either field last (rule 1). searching: an
-    LR search starts a pair from the grid's settings when no table has a rate for it yet."""
-    if table is None and table_path(grid) is not None:
-        if searching and not table_path(grid).exists():
-            return trials, f"the grid's settings (its table {table_path(grid)} is not made yet)"
+    the size rule (rule 4). lr / lr_backbone override either field last (rule 1). A trial a table
+    does not cover (a pair it lacks, or other settings than it was searched with) is refused when
+    `strict` (the user named that table: --lr-from), else it falls back to the size rule and the
+    line says so. searching: an LR search starts such a pair from the grid's settings instead."""
+    if table is None and table_path(grid) is not None and table_path(grid).exists():
         table = load_table(table_path(grid))
-    out = []
+    out, uncovered = [], []
     for t in trials:
-        if table is not None:
-            rates = table.rates(t.variant, t.config)
-            if rates is None:
-                if lr is not None and lr_backbone is not None:
-                    rates = (lr, lr_backbone)
-                elif searching:  # a pair the table lacks starts its search from the grid's settings
-                    rates = (t.lr, t.lr_backbone)
-                else:
-                    raise ConfigError(f"learning-rate table {table.path} has no rate for {t.variant} {t.config}: "
-                                      f"search it (--lr-search --variants {t.variant} --configs {t.config}) or "
-                                      "give --lr and --lr-backbone")
-            else:
-                check_settings(table, t)
-        else:
-            rates = rule_rates(grid, t, vocab_size)
+        rates = _table_rates(table, t, strict) if table is not None else None
+        if rates is None:
+            if table is not None:
+                uncovered.append(t)
+            rates = (t.lr, t.lr_backbone) if searching else rule_rates(grid, t)
         out.append(t.replace(lr=lr if lr is not None else rates[0],
                              lr_backbone=lr_backbone if lr_backbone is not None else rates[1]))
-    source = table.describe() if table is not None else rule_description(grid)
+    return out, _source(grid, table, trials, uncovered, lr, lr_backbone, searching)
+
+
+def _table_rates(table: LrTable, t: TrialConfig, strict: bool) -> tuple[float, float] | None:
+    """The table's rates for t; None (or, strict, a ConfigError) when the table does not cover t."""
+    rates = table.rates(t.variant, t.config)
+    if rates is None:
+        if strict:
+            raise ConfigError(f"learning-rate table {table.path} has no rate for {t.variant} {t.config}: search "
+                              f"it (--lr-search --variants {t.variant} --configs {t.config}) or give --lr and "
+                              "--lr-backbone")
+        return None
+    try:
+        check_settings(table, t)
+    except ConfigError:
+        if strict:
+            raise
+        return None
+    return rates
+
+
+def _source(grid, table, trials, uncovered, lr, lr_backbone, searching) -> str:
+    if table is None:
+        source = "the grid's settings (no table yet)" if searching else rule_description(grid)
+    elif not uncovered:
+        source = table.describe()
+    else:
+        pairs = sorted({f"{t.variant} {t.config}" for t in uncovered})
+        other = ("the grid's settings" if searching else
+                 f"the size rule ({', '.join(pairs[:4])}{' ...' if len(pairs) > 4 else ''}: a pair the table "
+                 "lacks, or settings it was not searched with; run --lr-search for rates earned on them)")
+        source = f"{table.describe()}; {len(uncovered)} of {len(trials)} trials from {other}"
     flags = [f"--lr {lr:g}" if lr is not None else "", f"--lr-backbone {lr_backbone:g}" if lr_backbone is not None else ""]
     if any(flags):
         source = f"{' '.join(f for f in flags if f)} (command line), otherwise {source}"
-    return out, source
+    return source

@@ -41,6 +41,7 @@ from search_spaces.grids import Grid
 from search_spaces.sizes import REAL_CONFIGS, VARIANTS
 from search_spaces.trial import TrialConfig
 from search_spaces.wsd import trained_steps
+from trainables.data.tokenizer import planning_vocab_size
 from trainables.flops import PEAK_FLOPS, peak_flops, trial_flops_per_sample
 from trainables.measured_mfu import mfu_for
 from trainables.memory import GIB, MemoryEstimate, estimate_memory
@@ -158,7 +159,7 @@ def dry_run_rows(
     gpu_name: str = "H100",
     samples_per_s: dict | None = None,
     mfu_assumption: float | None = None,
-    vocab_size: int = 49152,
+    vocab_size: int | None = None,
 ) -> list[dict]:
     """One row per trial: its plan, N, FLOPs and predicted memory / GPU-hours (no GPU needed).
 
@@ -172,9 +173,10 @@ def dry_run_rows(
     peak = _peak_flops(gpu_name)
     rows = []
     for cfg in trials:
-        plan = plan_trial(cfg, gpu_mem_gib, vocab_size)
-        n = param_counts_for(cfg, vocab_size)
-        fps = _flops_per_sample((cfg.variant, cfg.config, cfg.frames, cfg.text_len, cfg.image_size, cfg.query_dim), vocab_size)
+        vocab = vocab_size or planning_vocab_size(cfg)
+        plan = plan_trial(cfg, gpu_mem_gib, vocab)
+        n = param_counts_for(cfg, vocab)
+        fps = _flops_per_sample((cfg.variant, cfg.config, cfg.frames, cfg.text_len, cfg.image_size, cfg.query_dim), vocab)
         steps = trained_steps(cfg)  # a WSD cooldown trains only from its fork on
         samples = steps * cfg.global_batch
         rate = _measured_rate(samples_per_s, cfg)

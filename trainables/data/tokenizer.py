@@ -13,6 +13,18 @@ from search_spaces.errors import ConfigError
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
 
+def planning_vocab_size(cfg) -> int:
+    """The vocabulary a trial will train with, known before any data is read (for the dry-run's
+    N, FLOPs and memory): the LLM's own when pretrained, an embedded synthetic task's words +
+    specials, else the size registry's (a real data set's word list is only known once read)."""
+    from trainables.data import synthetic
+
+    llm, _ = cfg.sizes
+    if cfg.init == "random" and cfg.dataset in synthetic.TASKS:
+        return len(SPECIALS) + len(synthetic.task(cfg.dataset)[1]())
+    return llm.vocab_size
+
+
 def word_level_tokenizer(words: Iterable[str]):
     """A word-level tokenizer over `words` (order kept) plus pad/unk/bos/eos."""
     from tokenizers import Tokenizer, models, pre_tokenizers
