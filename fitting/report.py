@@ -122,13 +122,10 @@ def _comparison_answer(name: str, c: dict, grid: list) -> str:
     em = c.get("efficiency_multiplier")
     i = len(grid) // 2
     if c["status"] != "ok":
-        est = ""
-        if em:
-            m = _num(_at(em["ref_to_match_treat"]["value"], i))
-            bound = _extrapolated_match(em, grid[i], m, t, r)
-            est = (f" The data give only a bound (no verdict): {bound}." if bound else
-                   f" Point estimate only (no verdict): at {fmt(grid[i], 3)} FLOPs the {r} needs "
-                   f"{fmt(m, 3)}x the compute to match the {t} loss.")
+        # a multiplier or crossover read off fits that cannot carry a verdict is not a finding:
+        # no number here (the detail table shows those fits' estimates, marked as such)
+        est = (" No multiplier or crossover is stated; the comparison table below shows the flagged fits' "
+               "estimates, which are not findings." if em else "")
         return f"**{name}: not identified** — {c['reason']}.{est}"
     m = _num(_at(em["ref_to_match_treat"]["value"], i))
     ci = em["ref_to_match_treat"]["ci95"]
@@ -208,7 +205,8 @@ def render(fits: dict) -> str:
             continue
         t, r = c["treatment"], c["reference"]
         show = c["status"] == "ok"  # a comparison that is not identified shows estimates only
-        out += [f"**{name}** ({c['status']}{': ' + c['reason'] if c['reason'] else ''}){asks}", "",
+        caveat = [] if show else ["Estimates of fits that cannot carry a verdict (see the reason): not findings.", ""]
+        out += [f"**{name}** ({c['status']}{': ' + c['reason'] if c['reason'] else ''}){asks}", "", *caveat,
                 f"| C (FLOPs) | {r} compute to match {t} / C | {t} compute to match {r} / C | loss ratio {t}/{r} |",
                 "|---|---|---|---|"]
         measured = em.get("measured_C") or {}
