@@ -102,7 +102,7 @@ def new_tuner(args: SweepOptions, trials, families, trainable, storage: str, exp
             max_concurrent_trials=args.max_concurrent or None,
             trial_name_creator=dirname.format, trial_dirname_creator=dirname.format,
             reuse_actors=reuse_actors(args, use_gpu),
-            **(wsd_search(families, exp_dir, dirname) if families else {}),
+            **(wsd_search(families, dirname) if families else {}),
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=1, progress_reporter=progress_reporter(),
