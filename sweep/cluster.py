@@ -139,17 +139,26 @@ def alive(pid):
     except OSError:
         return False
 
+def kill_leftovers():
+    killed = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            exe = os.path.realpath(f"/proc/{pid}/exe")
+            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            ours = exe == python or exe.startswith(ray_dir)
+            if ours and pid not in (driver, str(os.getpid())) and any(f.startswith(session) for f in fds):
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+        except OSError:
+            pass
+    return killed
+
 while alive(driver):  # EOF can come while the driver is still shutting down
     time.sleep(0.2)
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        exe = os.path.realpath(f"/proc/{pid}/exe")
-        fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-        ours = exe == python or exe.startswith(ray_dir)
-        if ours and pid not in (driver, str(os.getpid())) and any(f.startswith(session) for f in fds):
-            os.kill(int(pid), signal.SIGKILL)
-    except OSError:
-        pass
+quiet, deadline = 0, time.monotonic() + 60
+while quiet < 3 and time.monotonic() < deadline:  # again until nothing is left: a process may
+    quiet = 0 if kill_leftovers() else quiet + 1   # still be starting (or opening its logs)
+    time.sleep(0.5)
 """
 _watchdogs: dict = {}  # session dir -> its watchdog (one per Ray session this process starts)
 

@@ -2,8 +2,10 @@
 (study.json), and whether this command launches it fresh or resumes it.
 
 Ray's `Tuner.restore` silently ignores a changed grid, so a resume is allowed only when the
-saved manifest matches this command's trials, and only after the integrity record of
-sweep/integrity.py accepts the state files it will unpickle.
+saved manifest matches this command's trials, no other driver holds the experiment
+(sweep/lock.py), Ray's own state is there, and the integrity record of sweep/integrity.py
+accepts the state files it will unpickle. `decide` only reads: the driver asks it before Ray
+starts (every refusal costs no Ray start-up) and again once it holds the experiment's lock.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from search_spaces import metric_names as M
 from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 from sweep import integrity
+from sweep import lock
 from sweep.lock import LOCK_FILE
 from sweep.options import SweepOptions
 
@@ -140,17 +143,20 @@ def has_started(exp_dir: str) -> bool:
     return any(Path(exp_dir).glob("experiment_state-*.json")) or any(Path(exp_dir).glob("*/result.json"))
 
 
-def decide(args: SweepOptions, storage: str, exp_dir: str, manifest: dict) -> str:
+def decide(args: SweepOptions, storage: str, exp_dir: str, manifest: dict, locked: bool = False) -> str:
     """LAUNCH (new), RELAUNCH (ours, stopped before Ray saved anything) or RESUME the experiment at
-    exp_dir. Reads only; raises ConfigError for --resume without an experiment, a foreign
-    directory, a changed grid, an experiment that ran but lacks Ray's tuner.pkl, or state files
-    that fail the integrity check."""
+    exp_dir. Reads only; raises ConfigError for an experiment another driver runs (unless this one
+    holds its lock: `locked`), --resume without an experiment, a foreign directory, a changed grid,
+    an experiment that ran but lacks Ray's tuner.pkl, or state files that fail the integrity check."""
     local = "://" not in storage
     entries = [e.name for e in os.scandir(exp_dir)] if local and os.path.isdir(exp_dir) else []
     if not [e for e in entries if e != LOCK_FILE]:
         if args.resume:
             raise ConfigError(f"--resume: no experiment at {exp_dir}")
         return LAUNCH
+    who = None if locked else lock.holder(exp_dir)
+    if who is not None:  # another driver runs it: nothing else here can be trusted to stay put
+        raise lock.in_use(exp_dir, who)
     saved = read_manifest(exp_dir)
     ray_files = os.path.exists(os.path.join(exp_dir, "tuner.pkl")) or has_started(exp_dir)
     if grid_of(saved) != manifest:

@@ -204,10 +204,12 @@ class VerifiedStorage(pafs.FileSystemHandler):
 
     # -- pyarrow's FileSystemHandler interface ------------------------------------------------
     def open_input_stream(self, path):
-        return self._read(path) or self.local.open_input_stream(path, compression=None)
+        checked = self._read(path)
+        return checked if checked is not None else self.local.open_input_stream(path, compression=None)
 
     def open_input_file(self, path):
-        return self._read(path) or self.local.open_input_file(path)
+        checked = self._read(path)
+        return checked if checked is not None else self.local.open_input_file(path)
 
     def open_output_stream(self, path, metadata):
         rel = self._rel(path)

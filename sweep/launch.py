@@ -1,11 +1,13 @@
 """Launch or resume one study as a Ray Tune experiment (the driver behind tune_scaling.py).
 
-    run_sweep(options, trials): experiment dir -> launch or resume (sweep/experiment.py) ->
-    start Ray -> build or restore the Tuner -> fit -> report failures -> the fitting step.
+    run_sweep(options, trials): experiment dir -> every refusal it can make (sweep/experiment.py)
+    -> start Ray -> take the experiment's lock (sweep/lock.py) -> launch or resume, decided again
+    -> build or restore the Tuner -> fit -> report failures -> the fitting step.
 
 Ray APIs from `ray.tune` only (ray.train.report / ray.air fail inside Tune). An existing
 experiment directory is resumed with `Tuner.restore(..., resume_errored=True)` after checking
-that it was launched with the same trials (Ray's restore silently ignores a changed grid).
+that it was launched with the same trials (Ray's restore silently ignores a changed grid). Ray
+writes and reads the experiment's local storage through sweep/integrity.py's filesystem.
 """
 from __future__ import annotations
 
@@ -186,6 +188,14 @@ def prepare(args: SweepOptions, trials: list[TrialConfig]):
     return storage, os.path.join(storage, args.experiment_name), families, trials, manifest
 
 
+def drop_old_recorder(tuner) -> None:
+    """Experiments launched before the storage layer kept the record carry a `Recorder` callback
+    in tuner.pkl that rewrites study.json's record from its own cache, over the storage layer's
+    entries. Tune has no public way to change a restored RunConfig: its TunerInternal's is used."""
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = [c for c in run_config.callbacks or [] if type(c).__name__ != "Recorder"]
+
+
 def open_tuner(args: SweepOptions, plan: str, trials, families, storage: str, exp_dir: str, manifest: dict):
     """Restore the experiment (Ray reads its state through the verifying filesystem), or launch it."""
     use_gpu = bool(ray.cluster_resources().get("GPU", 0))
@@ -194,7 +204,9 @@ def open_tuner(args: SweepOptions, plan: str, trials, families, storage: str, ex
     if plan == RESUME:
         # the RunConfig (callbacks included) comes back from tuner.pkl, and the live plot's
         # points from Tune's experiment checkpoint (LiveScalingPlot.get_state)
-        return tune.Tuner.restore(exp_dir, trainable, resume_errored=True, storage_filesystem=fs)
+        tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True, storage_filesystem=fs)
+        drop_old_recorder(tuner)
+        return tuner
     write_manifest(exp_dir, manifest)
     portable_pickles()
     return new_tuner(args, trials, families, trainable, storage, fs, use_gpu)
@@ -202,7 +214,7 @@ def open_tuner(args: SweepOptions, plan: str, trials, families, storage: str, ex
 
 def run_locked(args: SweepOptions, storage: str, exp_dir: str, families, trials, manifest: dict) -> int:
     """The sweep itself, while this driver holds the experiment's lock."""
-    plan = decide(args, storage, exp_dir, manifest)  # again, now that no other driver can change it
+    plan = decide(args, storage, exp_dir, manifest, locked=True)  # again, now that no other driver can change it
     announce(args, exp_dir, plan)
     tuner = open_tuner(args, plan, trials, families, storage, exp_dir, manifest)
     print(f"experiment {args.experiment_name}: {len(trials)} trials -> {exp_dir}", flush=True)

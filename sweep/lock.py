@@ -34,10 +34,9 @@ class DriverLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read(fd) or "a driver that has not yet written its name"
+            holder = _read(fd)
             os.close(fd)
-            raise ConfigError(f"experiment {os.path.dirname(self.path)} is in use by another driver ({holder}); "
-                              f"wait for it to end or stop it, then rerun") from None
+            raise in_use(os.path.dirname(self.path), holder) from None
         self.stale = _read(fd) or None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
@@ -59,6 +58,27 @@ class DriverLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def holder(exp_dir: str) -> str | None:
+    """Who holds the experiment's lock now (None: nobody), without taking it or writing anything."""
+    try:
+        fd = os.open(os.path.join(exp_dir, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # free (released again when fd closes)
+    except BlockingIOError:
+        return _read(fd) or ""
+    finally:
+        os.close(fd)
+
+
+def in_use(exp_dir: str, who: str) -> ConfigError:
+    who = who or "one that has not yet written its name"
+    return ConfigError(f"experiment {exp_dir} is in use by another driver ({who}); wait for it to end or stop it, "
+                       f"then rerun")
 
 
 def _read(fd: int) -> str:
