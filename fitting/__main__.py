@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from fitting.errors import FitError
@@ -34,8 +35,27 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _check(a: argparse.Namespace) -> None:
     if a.bootstrap < 0:
         raise FitError("--bootstrap must be >= 0")
+    if a.seed < 0:
+        raise FitError(f"--seed must be >= 0, got {a.seed}")
+    if a.out is not None and not a.out.strip():
+        raise FitError("--out is empty (give a directory)")
     if a.out is not None and os.path.exists(a.out) and not os.path.isdir(a.out):
         raise FitError(f"--out {a.out} is a file, not a directory")
+
+
+def _check_writable(out: str) -> None:
+    """FitError unless the analysis can be written to `out` (tried, then undone: nothing is left)."""
+    created = _new_dirs(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise FitError(f"cannot write the analysis to {out} ({e.strerror or e})") from None
+    finally:
+        for d in created:
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
 
 
 def _new_dirs(path: str | None) -> list[str]:
@@ -70,7 +90,9 @@ def main(argv=None) -> int:
             _check(a)
             if a.drop_top_loss < 0:
                 raise FitError("--drop-top-loss must be >= 0")
-            created = _new_dirs(a.out or str(Path(a.file).parent / f"{Path(a.file).stem}_analysis"))
+            out = a.out or str(Path(a.file).parent / f"{Path(a.file).stem}_analysis")
+            _check_writable(out)
+            created = _new_dirs(out)
             fits = run_csv(a.file, a.n, a.loss, a.d, a.c, a.group, a.out, a.bootstrap, a.seed, a.drop_top_loss,
                            a.run, a.lc_points)
         else:
@@ -83,7 +105,9 @@ def main(argv=None) -> int:
             _check(a)
             if not os.path.isdir(a.experiment_dir):
                 raise FitError(f"no experiment directory {a.experiment_dir}")
-            created = _new_dirs(a.out or os.path.join(a.experiment_dir, "analysis"))
+            out = a.out or os.path.join(a.experiment_dir, "analysis")
+            _check_writable(out)
+            created = _new_dirs(out)
             fits = run_analysis(a.experiment_dir, a.out, a.bootstrap, a.seed, a.lc_points)
     except FitError as e:
         for d in created:  # a failed fit leaves no empty output directory behind

@@ -7,6 +7,7 @@ for 30 s (ray://) to 60 s (a GCS address, which then aborts the whole process) b
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -77,6 +78,18 @@ def check_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None
                           f"is `ray start --head` running there?") from None
 
 
+def check_dashboard_host(host: str) -> None:
+    """One-line ConfigError when this machine cannot listen on `host` (ray.init would wait ~75 s
+    for a dashboard that never binds, then fail with a traceback)."""
+    try:
+        family, kind, _, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as s:
+            s.bind(addr)
+    except (OSError, UnicodeError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        raise ConfigError(f"--dashboard-host {host!r}: this machine cannot listen there ({why})") from None
+
+
 def dashboard_message(context, args) -> str | None:
     """What to print about the dashboard once Ray is up (None: no dashboard asked for)."""
     if not args.dashboard:
@@ -109,15 +122,92 @@ def storage_warning(storage: str, address: str | None) -> str | None:
     return None
 
 
+# Run by `watch_local_ray` in its own interpreter: waits until the driver has ended (its pipe
+# reads EOF, then its process is gone or a zombie), then SIGKILLs every Ray process (this Python,
+# or a binary of the ray package) that still holds a file open in the driver's Ray session
+# directory (not, say, a `tail -f` of its logs).
+WATCHDOG = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the driver's to handle
+driver, session, python, ray_dir = sys.argv[1], sys.argv[2].rstrip("/") + "/", sys.argv[3], sys.argv[4].rstrip("/") + "/"
+sys.stdin.buffer.read()
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+def kill_leftovers():
+    killed = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            exe = os.path.realpath(f"/proc/{pid}/exe")
+            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            ours = exe == python or exe.startswith(ray_dir)
+            if ours and pid not in (driver, str(os.getpid())) and any(f.startswith(session) for f in fds):
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+        except OSError:
+            pass
+    return killed
+
+while alive(driver):  # EOF can come while the driver is still shutting down
+    time.sleep(0.2)
+quiet, deadline = 0, time.monotonic() + 60
+while quiet < 3 and time.monotonic() < deadline:  # again until nothing is left: a process may
+    quiet = 0 if kill_leftovers() else quiet + 1   # still be starting (or opening its logs)
+    time.sleep(0.5)
+"""
+_watchdogs: dict = {}  # session dir -> its watchdog (one per Ray session this process starts)
+
+
+def watch_local_ray(session_dir: str) -> None:
+    """Make the Ray processes this driver started end with it, however it ends. Ray's own reaper
+    stops the GCS and the raylet when the driver dies, but after a SIGKILL its dashboard and
+    runtime-env agents stay alive and listening for ~60 s (they block on publishing the raylet's
+    death to the dead GCS). Each of them keeps its log files in the session directory open: a
+    watchdog process, holding the read end of a pipe that only the driver holds open, kills
+    every process with a file open there once the driver has gone (EOF)."""
+    import subprocess
+    import sys
+
+    import ray
+
+    if session_dir and session_dir not in _watchdogs and os.path.isdir("/proc"):
+        argv = [str(os.getpid()), session_dir, os.path.realpath(sys.executable),
+                os.path.dirname(os.path.realpath(ray.__file__))]
+        _watchdogs[session_dir] = subprocess.Popen([sys.executable, "-c", WATCHDOG, *argv], stdin=subprocess.PIPE,
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class HideTokenAuthNotice(logging.Filter):
+    """Ray logs at every local start that token auth is on and how to opt out; the tool never
+    turns it off (tests/test_security.py), and on stderr the notice would stand before the one
+    line of a refusal made after Ray started. Ray's warning that auth is *off* still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
 def start_ray(args):
     """Probe --address, then ray.init; print where the dashboard is. Returns Ray's context."""
     import ray
 
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, HideTokenAuthNotice) for f in notice.filters):
+        notice.addFilter(HideTokenAuthNotice())
+
     check_address(args.address)
+    if args.dashboard and not args.address:
+        check_dashboard_host(ray_init_kwargs(args)["dashboard_host"])
     try:
         context = ray.init(**ray_init_kwargs(args))
     except ConnectionError as e:  # the port answered but it is no Ray (or auth failed)
         raise ConfigError(f"cannot join the Ray cluster at {args.address}: {str(e).strip().splitlines()[0]}") from None
+    if not args.address:  # a Ray this driver started
+        watch_local_ray(getattr(context, "address_info", {}).get("session_dir", ""))
     message = dashboard_message(context, args)
     if message:
         print(message, flush=True)

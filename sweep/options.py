@@ -17,6 +17,9 @@ from search_spaces.grids import GRIDS
 
 # a directory name inside --storage-path: no separators, no "." / "..", nothing hidden
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+MAX_NAME = 100  # Ray nests trial and checkpoint names below it; file names stop at 255 bytes
+MAX_SEED = 2**32 - 1  # numpy's seed range: a larger seed fails every trial at its first line
+MAX_TRIALS = 5_000  # a grid larger than this is a typo (--seeds 100000), not a study
 ABSURD_GPU_HOURS = 10_000.0  # a planned request above this needs --yes
 
 
@@ -107,6 +110,12 @@ class SweepOptions:
         if self.name is not None and (not PLAIN_NAME.fullmatch(self.name) or self.name in (".", "..")):
             raise ConfigError(f"--name {self.name!r} must be a plain name (letters, digits, . _ - + =; "
                               f"no '/', not '..'): it is a directory inside --storage-path")
+        if self.name is not None and len(self.name) > MAX_NAME:
+            raise ConfigError(f"--name is {len(self.name)} characters long; at most {MAX_NAME}")
+        for flag, value in (("--address", self.address), ("--dashboard-host", self.dashboard_host),
+                            ("--storage-path", self.storage_path), ("--name", self.name)):
+            if value is not None and not value.strip():
+                raise ConfigError(f"{flag} is empty")
         _at_least("--seeds", self.seeds, 1)
         _at_least("--seed", self.seed, 0)
         _at_least("--max-concurrent", self.max_concurrent, 0)
@@ -134,6 +143,21 @@ class SweepOptions:
         bad = [v for v in self.steps or () if v <= 0]
         if bad:
             raise ConfigError(f"steps must be positive, got {bad[0]}")
+        self._check_counts()
+
+    def _check_counts(self) -> None:
+        """Seeds a trial can use, and a grid of a size someone meant."""
+        grid = GRIDS.get(self.grid)
+        seeds = self.seeds if self.seeds is not None else grid.seeds if grid else 1
+        if self.seed is not None and self.seed >= 0 and self.seed + seeds - 1 > MAX_SEED:
+            raise ConfigError(f"--seed {self.seed}: seeds run from --seed to --seed + --seeds - 1 and must stay "
+                              f"<= {MAX_SEED} (2^32 - 1)")
+        if grid is None or seeds < 1:
+            return  # an unknown grid or a bad --seeds: its own one-line error follows
+        n = seeds * len(self.variants or grid.variants) * len(self.configs or grid.configs) * len(self.steps or grid.steps)
+        if n > MAX_TRIALS:
+            raise ConfigError(f"this grid has {n:,} trials ({seeds:,} seeds); more than {MAX_TRIALS:,} is refused "
+                              f"(a typo in --seeds or --steps?)")
 
 
 def parse_list(flag: str, value: str | None, cast=str) -> tuple | None:
