@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fitting import bootstrap, derived  # noqa: E402
 from fitting.analysis import _residuals  # noqa: E402
 from fitting.fitset import FitSet  # noqa: E402
+from fitting.keys import StatKey  # noqa: E402
 from fitting.threads import single_threaded_blas  # noqa: E402
 
 TRUE = {"E": 1.8, "B": 400.0, "beta": 0.3}
@@ -47,7 +48,7 @@ def intervals(frame: pd.DataFrame, by_run: bool, n_boot: int, seed: int) -> dict
     fs.entries = {k: e for k, e in fs.entries.items() if k[0] == "L(D)"}  # the law under test only
     ctx = derived.context(fs.frame)
     boot = bootstrap.bootstrap(fs, ctx, n_boot, seed, bootstrap.plan(fs.frame, _residuals(fs)), workers=1)
-    return {k: boot[f"L(D)|all|{k}"]["ci95"] for k in TRUE}
+    return {k: boot.ci95(StatKey("L(D)", "all", k)) for k in TRUE}
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ import pandas as pd
 
 from fitting import bootstrap, comparisons, derived, engine, honest, plots, report
 from fitting.fitset import JOINT, FitSet
+from fitting.keys import LawKey
 from fitting.table import fit_frame, load_csv, load_experiment
 from fitting.threads import single_threaded
 from fitting.vision import COLUMNS as VISION_COLUMNS
@@ -78,8 +79,7 @@ def analyze_frame(frame: pd.DataFrame, out: Path, n_bootstrap=1000, seed=0, sour
     vision, vision_runs = vision_gaps(fs.frame, max(n_bootstrap, 200), seed)
     sees = {g: (vision[g]["uses_frames"] if g in vision else not require_vision) for g in fs.groups}
     allowed = [(t, r) for t, r in derived.pairs(fs.groups) if sees[t] and sees[r]]
-    ctx = derived.context(fs.frame, allowed_pairs=allowed)
-    derived.set_leaders(ctx, fs.current())
+    ctx = derived.context(fs.frame, fs.current(), allowed_pairs=allowed)
     how = bootstrap.plan(fs.frame, _residuals(fs))
     full = bootstrap.stats(fs.current(), ctx)
     boot = bootstrap.bootstrap(fs, ctx, n_bootstrap, seed, how)
@@ -92,7 +92,7 @@ def analyze_frame(frame: pd.DataFrame, out: Path, n_bootstrap=1000, seed=0, sour
         "groups": fs.groups, "runs_per_group": runs,
         "bootstrap": {"n": n_bootstrap, "seed": seed, "unit": "run_id (resampled within group)",
                       "resampling": bootstrap.describe(how), "interval": "percentile 95%",
-                      "not_converged": boot.get("_not_converged", {})},
+                      "not_converged": {k.label(): v for k, v in boot.not_converged.items()}},
         "vision": vision, "vision_required": require_vision, "vision_runs": vision_runs,
         "vision_rule": vision_rule(),
         "seeds": seed_spread(fs.frame, vision_runs),
@@ -133,7 +133,7 @@ def _laws(fs: FitSet, boot) -> dict:
                 rec["n_points"] = int(len(e.rows)) if e.rows is not None else 0
             else:
                 rec.update(e.fit.record(name, boot, law))
-                stuck = boot.get("_not_converged", {}).get(f"{law}|{group}")
+                stuck = boot.not_converged.get(LawKey(law, group))
                 if stuck:
                     rec["refits_not_converged"] = stuck
                 if group == JOINT:
@@ -142,8 +142,8 @@ def _laws(fs: FitSet, boot) -> dict:
     return laws
 
 
-def _budget_notes(boot, n) -> list[str]:
-    stuck = {k: v for k, v in boot.get("_not_converged", {}).items() if v > 0.1 * n}
+def _budget_notes(boot: bootstrap.Resamples, n: int) -> list[str]:
+    stuck = {k.label(): v for k, v in boot.not_converged.items() if v > 0.1 * n}
     if not stuck:
         return []
     return [f"Bootstrap refits that stopped at their evaluation budget (warm-started at the full fit, "

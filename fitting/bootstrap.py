@@ -17,12 +17,14 @@ import multiprocessing as mp
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from fitting import derived
 from fitting.fitset import FitSet, param_stats
+from fitting.keys import LawKey, StatKey
 from fitting.threads import single_threaded, single_threaded_blas
 
 
@@ -107,8 +109,36 @@ def run_weights(frame: pd.DataFrame, rng: np.random.Generator, p: dict | None = 
     return w
 
 
-def stats(fits: dict, ctx: dict) -> dict:
+def stats(fits: dict, ctx: derived.Context) -> dict[StatKey, float | np.ndarray]:
     return {**param_stats(fits), **derived.summarize(fits, ctx)}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One statistic over the resamples (arrays: per point of the compute grid)."""
+
+    ci95: list  # [lo, hi] percentile 95%; NaN where fewer than MIN_OK of the resamples gave a value
+    sd: float | np.ndarray
+    n_ok: int | np.ndarray  # resamples that gave a value
+    n: int  # resamples drawn
+    n_true: int | None = None  # an indicator (keys.INDICATORS): resamples in which it held
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """What the bootstrap found: each statistic's Spread, and per law how many of its refits
+    stopped at their evaluation budget (empty without resamples)."""
+
+    stats: dict[StatKey, Spread] = field(default_factory=dict)
+    not_converged: dict[LawKey, int] = field(default_factory=dict)
+
+    def get(self, key: StatKey) -> Spread | None:
+        return self.stats.get(key)
+
+    def ci95(self, key: StatKey) -> list | None:
+        """[lo, hi] of a statistic, or None when the bootstrap has none."""
+        s = self.stats.get(key)
+        return None if s is None else [s.ci95[0], s.ci95[1]]
 
 
 _SHARED: dict = {}  # the FitSet and weights, inherited by forked workers (never pickled)
@@ -143,42 +173,40 @@ def refit_all(fitset: FitSet, weights: list, workers: int | None = None) -> list
     return [{k: v for r in results for k, v in r[i].items()} for i in range(len(weights))]
 
 
+def _spread(draws: list, n: int, indicator: bool) -> Spread:
+    a = np.asarray(draws, float)  # (n,) or (n, grid)
+    n_ok = (~np.isnan(a)).sum(axis=0)
+    # +-inf is an answer ("never reaches that loss", "no crossing in the searched range"),
+    # not a failure: keep it through the percentiles via finite stand-ins, which
+    # np.percentile's interpolation can handle
+    big = np.clip(a, -1e300, 1e300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = (np.nanpercentile(big, q, axis=0) for q in (2.5, 97.5))
+        sd = np.nanstd(np.where(np.isinf(a), np.nan, a), axis=0, ddof=1)
+    lo, hi = (np.where(v >= 1e299, np.inf, np.where(v <= -1e299, -np.inf, v)) for v in (lo, hi))
+    # when most resamples cannot even identify the law, an interval from the few that
+    # can is not a 95% interval of anything: report none
+    lo, hi = (np.where(n_ok >= MIN_OK * n, v, np.nan) for v in (lo, hi))
+    return Spread([lo, hi], sd, n_ok, n, int(np.nansum(a)) if indicator else None)
+
+
 @single_threaded
-def bootstrap(fitset: FitSet, ctx: dict, n: int = 1000, seed: int = 0, p: dict | None = None,
-              workers: int | None = None) -> dict:
-    """key -> {"ci95": [lo, hi] (or per-grid-point arrays), "sd", "n_ok"} over `n` resamples;
-    "_not_converged" -> {law key: refits that stopped at their evaluation budget}."""
+def bootstrap(fitset: FitSet, ctx: derived.Context, n: int = 1000, seed: int = 0, p: dict | None = None,
+              workers: int | None = None) -> Resamples:
+    """Every statistic's Spread over `n` resamples, and the refits that did not converge."""
     full = stats(fitset.current(), ctx)
     if n <= 0 or not full:
-        return {}
+        return Resamples()
     rng = np.random.default_rng(seed)
     weights = [run_weights(fitset.frame, rng, p) for _ in range(n)]
     draws = {k: [] for k in full}
-    stuck: dict[str, int] = {}
+    stuck: dict[LawKey, int] = {}
     for refits in refit_all(fitset, weights, workers):
         for key, f in refits.items():
-            if f is not None and getattr(f, "converged", True) is False:
-                stuck[f"{key[0]}|{key[1]}"] = stuck.get(f"{key[0]}|{key[1]}", 0) + 1
+            if f is not None and not f.converged:
+                stuck[key] = stuck.get(key, 0) + 1
         s = stats(refits, ctx)
         for k, v in full.items():
             draws[k].append(s.get(k, np.full(np.shape(v), np.nan)))
-    out = {"_not_converged": stuck}
-    for k, vals in draws.items():
-        a = np.asarray(vals, float)  # (n,) or (n, grid)
-        n_ok = (~np.isnan(a)).sum(axis=0)
-        # +-inf is an answer ("never reaches that loss", "no crossing in the searched range"),
-        # not a failure: keep it through the percentiles via finite stand-ins, which
-        # np.percentile's interpolation can handle
-        big = np.clip(a, -1e300, 1e300)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lo, hi = (np.nanpercentile(big, q, axis=0) for q in (2.5, 97.5))
-            sd = np.nanstd(np.where(np.isinf(a), np.nan, a), axis=0, ddof=1)
-        lo, hi = (np.where(v >= 1e299, np.inf, np.where(v <= -1e299, -np.inf, v)) for v in (lo, hi))
-        # when most resamples cannot even identify the law, an interval from the few that
-        # can is not a 95% interval of anything: report none
-        lo, hi = (np.where(n_ok >= MIN_OK * n, v, np.nan) for v in (lo, hi))
-        out[k] = {"ci95": [lo, hi], "sd": sd, "n_ok": n_ok, "n": n}
-        if k.split("|", 1)[0] in derived.INDICATORS:
-            out[k]["n_true"] = int(np.nansum(a))
-    return out
+    return Resamples({k: _spread(v, n, k.is_indicator) for k, v in draws.items()}, stuck)

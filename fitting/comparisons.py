@@ -12,6 +12,9 @@ import numpy as np
 
 from fitting import derived as dv
 from fitting import honest
+from fitting.bootstrap import Resamples
+from fitting.keys import (ALLOCATION, CROSSOVER, CROSSOVER_IN_DATA, EXPONENT_DIFF, MULTIPLIER, RATIO, StatKey, of_pair,
+                          pair_key)
 
 # What each comparison of the study's arms answers (design notes); a pair of other arms gets "".
 QUESTIONS = {
@@ -26,31 +29,30 @@ def question(t: str, r: str) -> str:
     return QUESTIONS.get(frozenset((t, r)), "")
 
 
-def _value(full, boot, key):
-    b = boot.get(key, {})
-    return {"value": full.get(key, np.nan), "ci95": honest.ci95(boot, key),
-            "n_resamples_ok": b.get("n_ok"), "n_resamples": b.get("n")}
+def _value(full: dict, boot: Resamples, key: StatKey) -> dict:
+    b = boot.get(key)
+    return {"value": full.get(key, np.nan), "ci95": boot.ci95(key),
+            "n_resamples_ok": b.n_ok if b else None, "n_resamples": b.n if b else None}
 
 
 def _law_flags(laws, law, g):
     rec = laws.get(law, {}).get(g)
-    return rec["flags"] if rec and rec["status"] == "ok" else None
+    return rec["flags"] if rec and rec["status"] == honest.OK else None
 
 
-def _pair(fs, ctx, full, boot, t, r):
-    pk = dv.pair_key(t, r)
+def _pair(fs, ctx: dv.Context, full: dict, boot: Resamples, t: str, r: str) -> dict:
     p_t, p_r = fs.ok("L(C)", t).params(t), fs.ok("L(C)", r).params(r)
     cr = dv.crossover_report(p_t, p_r, ctx, t, r)
-    cr["first"] = _value(full, boot, f"crossover|{pk}|C")
-    inside = boot.get(f"crossover_in_data|{pk}|any", {})
-    cr["resamples_crossing_in_data"] = {"n": inside.get("n_true"), "of": inside.get("n")}
-    cr["status"], cr["reason"] = honest.crossover_status(cr["crossovers"], cr["common_range"],
-                                                         inside.get("n_true"), inside.get("n"))
+    cr["first"] = _value(full, boot, of_pair(CROSSOVER, t, r, "C"))
+    inside = boot.get(of_pair(CROSSOVER_IN_DATA, t, r, "any"))
+    n_in, n = (inside.n_true, inside.n) if inside else (None, None)
+    cr["resamples_crossing_in_data"] = {"n": n_in, "of": n}
+    cr["status"], cr["reason"] = honest.crossover_status(cr["crossovers"], cr["common_range"], n_in, n)
     out = {"crossover": cr}
-    out["loss_ratio"] = _value(full, boot, f"ratio|{pk}|loss")
+    out["loss_ratio"] = _value(full, boot, of_pair(RATIO, t, r, "loss"))
     out["efficiency_multiplier"] = {
-        "ref_to_match_treat": _value(full, boot, f"multiplier|{pk}|ref_to_match_treat"),
-        "treat_to_match_ref": _value(full, boot, f"multiplier|{pk}|treat_to_match_ref"),
+        "ref_to_match_treat": _value(full, boot, of_pair(MULTIPLIER, t, r, "ref_to_match_treat")),
+        "treat_to_match_ref": _value(full, boot, of_pair(MULTIPLIER, t, r, "treat_to_match_ref")),
         "meaning": (f"ref_to_match_treat(C) = C_{r}(L_{t}(C)) / C: how many times C the {r} needs to reach "
                     f"the loss the {t} reaches with C (>1: {t} is more compute-efficient); "
                     "treat_to_match_ref is the reverse"),
@@ -59,47 +61,47 @@ def _pair(fs, ctx, full, boot, t, r):
         "measured_C": {a: [float(s["C"].min()), float(s["C"].max())]
                        for a, s in fs.frame.groupby("group") if a in (t, r)},
     }
-    out["exponent_difference"] = _value(full, boot, f"exponent_diff|{pk}|alpha")
+    out["exponent_difference"] = _value(full, boot, of_pair(EXPONENT_DIFF, t, r, "alpha"))
     return out
 
 
-def derived(fs, ctx, full, boot, laws, vision, require_vision, runs) -> dict:
-    d = {"compute_grid": ctx["C_grid"], "flops_per_nd": ctx["flops_per_nd"]}
+def derived(fs, ctx: dv.Context, full: dict, boot: Resamples, laws, vision, require_vision, runs) -> dict:
+    d = {"compute_grid": ctx.C_grid, "flops_per_nd": ctx.flops_per_nd}
     d["scaling_exponent"] = {}
     for g in fs.groups:
         rec = laws.get("L(C)", {}).get(g)
-        if rec and rec["status"] == "ok":
+        if rec and rec["status"] == honest.OK:
             d["scaling_exponent"][g] = {"value": rec["params"]["alpha"], "ci95": rec["ci95"]["alpha"],
                                         "flags": rec["flags"]["alpha"]}
     alloc = {}
     for g in fs.groups:
-        if f"allocation|{g}|G" not in full:
+        if StatKey(ALLOCATION, g, "G") not in full:
             continue
-        a = {k: _value(full, boot, f"allocation|{g}|{k}") for k in ("N_exponent", "D_exponent", "G", "N_opt", "D_opt")}
-        a["flops_per_nd"] = ctx["flops_per_nd"][g]
+        a = {k: _value(full, boot, StatKey(ALLOCATION, g, k)) for k in ("N_exponent", "D_exponent", "G", "N_opt", "D_opt")}
+        a["flops_per_nd"] = ctx.flops_per_nd[g]
         flags = _law_flags(laws, "L(N,D)", g)
         status, reason = honest.comparison_status([g], vision, require_vision, runs, {g: flags})
-        if status == "ok":
+        if status == honest.OK:
             for k in ("N_exponent", "D_exponent", "G"):
                 if honest.zero_width(a[k]["value"], a[k]["ci95"]):
-                    status, reason = "not identified", f"{k} has a zero-width interval"
-        if status == "withheld":
-            a = {"flops_per_nd": ctx["flops_per_nd"][g]}
+                    status, reason = honest.NOT_IDENTIFIED, f"{k} has a zero-width interval"
+        if status == honest.WITHHELD:
+            a = {"flops_per_nd": ctx.flops_per_nd[g]}
         a.update(status=status, reason=reason)
         alloc[g] = a
     d["optimal_allocation"] = alloc
     comps = {}
-    computed = set(map(tuple, ctx["pairs"]))
+    computed = set(map(tuple, ctx.pairs))
     for t, r in dv.pairs(fs.groups):
         rec = {"treatment": t, "reference": r, "question": question(t, r)}
         flags = {a: _law_flags(laws, "L(C)", a) for a in (t, r)}
         status, reason = honest.comparison_status([t, r], vision, require_vision, runs, flags)
-        if (t, r) in computed and status != "withheld":
+        if (t, r) in computed and status != honest.WITHHELD:
             rec.update(_pair(fs, ctx, full, boot, t, r))
-            if status == "ok" and rec["crossover"]["status"] == honest.UNRESOLVED:
-                status, reason = "not identified", rec["crossover"]["reason"]
+            if status == honest.OK and rec["crossover"]["status"] == honest.UNRESOLVED:
+                status, reason = honest.NOT_IDENTIFIED, rec["crossover"]["reason"]
         rec.update(status=status, reason=reason)
-        comps[dv.pair_key(t, r)] = rec
+        comps[pair_key(t, r)] = rec
     d["comparisons"] = comps
     d["best_configs"] = dv.best_configs(fs.frame).to_dict("records")
     d["extrapolation"] = dv.extrapolation_check(fs.frame, fs)

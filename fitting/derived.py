@@ -1,12 +1,14 @@
 """Quantities derived from fitted laws: crossover, efficiency multiplier, optimal allocation,
 best config per budget, iso-loss curves, and the extrapolation check.
 
-`summarize` returns a flat dict of numbers and arrays on a fixed compute grid, so the
-bootstrap can run it on every resample and take percentiles per key (and per grid point).
+`summarize` returns a flat dict of numbers and arrays on a fixed compute grid (the Context),
+keyed by StatKey, so the bootstrap can run it on every resample and take percentiles per key
+(and per grid point).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -14,14 +16,14 @@ from scipy.optimize import brentq
 
 from fitting import isoflop
 from fitting.errors import FitError
+from fitting.keys import (ALLOCATION, CROSSOVER, CROSSOVER_IN_DATA, EXPONENT_DIFF, MULTIPLIER, RATIO, StatKey, of_pair,
+                          pair_key)
 from fitting.laws import LAWS, allocation_constant, fit_law, inverse_lc, optimal_allocation
 
 # Arms in the order they are named in a comparison: the earlier one is the "treatment" (the
 # design's question: foveated vs baseline, foveated vs pooled1, baseline vs pooled1); other
 # group names follow alphabetically.
 ARM_ORDER = ("foveated", "baseline", "pooled1")
-# summarize keys whose value is 0 or 1 in every resample: the bootstrap counts the ones
-INDICATORS = ("crossover_in_data",)
 
 
 def pairs(groups: list[str]) -> list[tuple[str, str]]:
@@ -31,56 +33,65 @@ def pairs(groups: list[str]) -> list[tuple[str, str]]:
     return [(t, r) for i, t in enumerate(ordered) for r in ordered[i + 1:]]
 
 
-def pair_key(t: str, r: str) -> str:
-    return f"{t} vs {r}"
+@dataclass(frozen=True)
+class Context:
+    """Fixed grids shared by the full fit and every bootstrap resample (built by `context`)."""
+
+    groups: list[str]
+    pairs: list[tuple[str, str]]  # only the pairs allowed to be compared (both arms use their frames)
+    C_range: tuple[float, float]  # the compute the data span
+    C_grid: np.ndarray  # where curves (ratio, multiplier, N_opt) are evaluated
+    # a crossover is looked for one decade beyond the data on each side; only one inside the
+    # compute both arms measured can be found (honest.crossover_status)
+    search_range: tuple[float, float]
+    flops_per_nd: dict[str, float]  # k in C = k N D, per group
+    measured_C: dict[str, tuple[float, float]]  # per group: its smallest and largest compute
+    # pair -> the full fit's lower-loss arm at the search range's low end: a resample without a
+    # crossing is read in that direction (crossover_value)
+    leader: dict[str, str] = field(default_factory=dict)
 
 
-def context(frame: pd.DataFrame, n_grid: int = 41, allowed_pairs=None) -> dict:
-    """Fixed grids shared by the full fit and every bootstrap resample."""
+def context(frame: pd.DataFrame, fits: dict | None = None, n_grid: int = 41, allowed_pairs=None) -> Context:
+    """The grids for `frame`; `fits` (the full fit's laws) set each pair's leader."""
     C = frame["C"].to_numpy(float)
     lo, hi = float(C.min()), float(C.max())
     groups = sorted(frame["group"].astype(str).unique())
     # C = k N D: 6 for a dense LM; a VLM's vision encoder and the foveated double pass change it
     k = {g: float(np.median(s["C"] / (s["N"] * s["D"]))) for g, s in frame.groupby("group")}
-    return {
-        # only the pairs allowed to be compared (both arms use their frames) are ever computed
-        "groups": groups, "pairs": pairs(groups) if allowed_pairs is None else list(allowed_pairs),
-        "C_range": (lo, hi),
-        "C_grid": np.geomspace(lo, hi, n_grid) if hi > lo else np.array([lo]),
-        # a crossover is looked for one decade beyond the data on each side; only one inside the
-        # compute both arms measured can be found (honest.crossover_status)
-        "search_range": (lo / 10.0, hi * 10.0), "flops_per_nd": k,
-        "measured_C": {g: (float(s["C"].min()), float(s["C"].max())) for g, s in frame.groupby("group")},
-        "leader": {},  # pair -> the full fit's lower-loss arm at the search range's low end (set_leaders)
-    }
+    ctx = Context(
+        groups=groups, pairs=pairs(groups) if allowed_pairs is None else list(allowed_pairs),
+        C_range=(lo, hi), C_grid=np.geomspace(lo, hi, n_grid) if hi > lo else np.array([lo]),
+        search_range=(lo / 10.0, hi * 10.0), flops_per_nd=k,
+        measured_C={g: (float(s["C"].min()), float(s["C"].max())) for g, s in frame.groupby("group")})
+    return ctx if fits is None else replace(ctx, leader=_leaders(ctx, fits))
 
 
-def common_range(ctx: dict, t: str, r: str) -> list | None:
+def common_range(ctx: Context, t: str, r: str) -> list | None:
     """[lo, hi] of the compute both arms measured; None when their ranges do not overlap."""
-    (a0, a1), (b0, b1) = ctx["measured_C"][t], ctx["measured_C"][r]
+    (a0, a1), (b0, b1) = ctx.measured_C[t], ctx.measured_C[r]
     lo, hi = max(a0, b0), min(a1, b1)
     return [lo, hi] if lo <= hi else None
 
 
-def set_leaders(ctx: dict, fits: dict) -> None:
-    """Record, from the full fit, which arm of each pair has the lower L(C) at the low end of the
-    search range: a resample without a crossing is read in that direction (crossover_value)."""
-    lo = ctx["search_range"][0]
-    for t, r in ctx["pairs"]:
+def _leaders(ctx: Context, fits: dict) -> dict[str, str]:
+    """Which arm of each pair has, in the full fit, the lower L(C) at the low end of the search range."""
+    lo, out = ctx.search_range[0], {}
+    for t, r in ctx.pairs:
         ft, fr = fits.get(("L(C)", t)), fits.get(("L(C)", r))
         if ft is not None and fr is not None:
-            ctx["leader"][pair_key(t, r)] = t if _lc(ft.params(t), lo) < _lc(fr.params(r), lo) else r
+            out[pair_key(t, r)] = t if _lc(ft.params(t), lo) < _lc(fr.params(r), lo) else r
+    return out
 
 
-def crossover_value(p_t: dict, p_r: dict, roots: list, ctx: dict, t: str, r: str) -> float:
+def crossover_value(p_t: dict, p_r: dict, roots: list, ctx: Context, t: str, r: str) -> float:
     """The first crossing in the search range; without one, +inf when the full fit's low-compute
     leader stays ahead throughout (the crossing, if any, lies beyond the range) and -inf when it
     is behind throughout (it lies below). Every resample thus has an outcome, and the percentile
     interval opens up instead of describing only the resamples that happened to cross."""
     if roots:
         return roots[0]
-    leader = ctx["leader"].get(pair_key(t, r), t)
-    lo = ctx["search_range"][0]
+    leader = ctx.leader.get(pair_key(t, r), t)
+    lo = ctx.search_range[0]
     ahead = _lc(p_t, lo) < _lc(p_r, lo) if leader == t else _lc(p_r, lo) < _lc(p_t, lo)
     return math.inf if ahead else -math.inf
 
@@ -115,54 +126,53 @@ def efficiency(p_t: dict, p_r: dict, C) -> tuple[np.ndarray, np.ndarray]:
     return inverse_lc(p_r, _lc(p_t, C)) / C, inverse_lc(p_t, _lc(p_r, C)) / C
 
 
-def summarize(fits: dict, ctx: dict) -> dict:
-    """Flat dict of derived quantities (numbers and arrays on ctx['C_grid'])."""
+def summarize(fits: dict, ctx: Context) -> dict[StatKey, float | np.ndarray]:
+    """Every derived quantity (a number, or an array on ctx.C_grid) under its StatKey."""
     out = {}
-    grid = ctx["C_grid"]
-    for g in ctx["groups"]:
+    grid = ctx.C_grid
+    for g in ctx.groups:
         fit = fits.get(("L(N,D)", g))
         if fit is None:
             continue
         p = fit.params(g)
         a, b = p["alpha"], p["beta"]
-        n_opt, d_opt = optimal_allocation(p, grid, ctx["flops_per_nd"][g])
-        out[f"allocation|{g}|N_exponent"] = b / (a + b) if a + b > 0 else float("nan")
-        out[f"allocation|{g}|D_exponent"] = a / (a + b) if a + b > 0 else float("nan")
-        out[f"allocation|{g}|G"] = allocation_constant(p)
-        out[f"allocation|{g}|N_opt"] = n_opt
-        out[f"allocation|{g}|D_opt"] = d_opt
-    for t, r in ctx["pairs"]:
+        n_opt, d_opt = optimal_allocation(p, grid, ctx.flops_per_nd[g])
+        out[StatKey(ALLOCATION, g, "N_exponent")] = b / (a + b) if a + b > 0 else float("nan")
+        out[StatKey(ALLOCATION, g, "D_exponent")] = a / (a + b) if a + b > 0 else float("nan")
+        out[StatKey(ALLOCATION, g, "G")] = allocation_constant(p)
+        out[StatKey(ALLOCATION, g, "N_opt")] = n_opt
+        out[StatKey(ALLOCATION, g, "D_opt")] = d_opt
+    for t, r in ctx.pairs:
         ft, fr = fits.get(("L(C)", t)), fits.get(("L(C)", r))
         if ft is not None and fr is not None:
             p_t, p_r = ft.params(t), fr.params(r)
-            roots = crossovers(p_t, p_r, *ctx["search_range"])
-            pk = pair_key(t, r)
-            out[f"crossover|{pk}|C"] = crossover_value(p_t, p_r, roots, ctx, t, r)
+            roots = crossovers(p_t, p_r, *ctx.search_range)
+            out[of_pair(CROSSOVER, t, r, "C")] = crossover_value(p_t, p_r, roots, ctx, t, r)
             common = common_range(ctx, t, r)
-            out[f"crossover_in_data|{pk}|any"] = float(common is not None and any(
+            out[of_pair(CROSSOVER_IN_DATA, t, r, "any")] = float(common is not None and any(
                 common[0] <= c <= common[1] for c in roots))
-            out[f"ratio|{pk}|loss"] = _lc(p_t, grid) / _lc(p_r, grid)
+            out[of_pair(RATIO, t, r, "loss")] = _lc(p_t, grid) / _lc(p_r, grid)
             m_t, m_r = efficiency(p_t, p_r, grid)
-            out[f"multiplier|{pk}|ref_to_match_treat"] = m_t
-            out[f"multiplier|{pk}|treat_to_match_ref"] = m_r
-            out[f"exponent_diff|{pk}|alpha"] = p_t["alpha"] - p_r["alpha"]
+            out[of_pair(MULTIPLIER, t, r, "ref_to_match_treat")] = m_t
+            out[of_pair(MULTIPLIER, t, r, "treat_to_match_ref")] = m_r
+            out[of_pair(EXPONENT_DIFF, t, r, "alpha")] = p_t["alpha"] - p_r["alpha"]
     return out
 
 
-def crossover_report(p_t: dict, p_r: dict, ctx: dict, t: str, r: str) -> dict:
+def crossover_report(p_t: dict, p_r: dict, ctx: Context, t: str, r: str) -> dict:
     """Every crossing in the search range, which side wins where, and the ranges looked at
     ("common_range": the compute both arms measured, None when their ranges do not overlap)."""
-    lo, hi = ctx["search_range"]
+    lo, hi = ctx.search_range
     roots = crossovers(p_t, p_r, lo, hi)
-    c_lo = ctx["C_range"][0]
+    c_lo = ctx.C_range[0]
     better_low = t if _lc(p_t, lo) < _lc(p_r, lo) else r
     common = common_range(ctx, t, r)
     return {
-        "crossovers": roots, "search_range": [lo, hi], "data_range": list(ctx["C_range"]), "common_range": common,
+        "crossovers": roots, "search_range": [lo, hi], "data_range": list(ctx.C_range), "common_range": common,
         "extrapolated": [common is None or not common[0] <= c <= common[1] for c in roots],
         "lower_loss_at_low_compute": better_low,
         "lower_loss_at_data_min": t if _lc(p_t, c_lo) < _lc(p_r, c_lo) else r,
-        "lower_loss_at_data_max": t if _lc(p_t, ctx["C_range"][1]) < _lc(p_r, ctx["C_range"][1]) else r,
+        "lower_loss_at_data_max": t if _lc(p_t, ctx.C_range[1]) < _lc(p_r, ctx.C_range[1]) else r,
     }
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from fitting import isoflop
 from fitting.errors import FitError
+from fitting.keys import LawKey, StatKey
 from fitting.laws import LAWS, FittedLaw, fit_law
 
 JOINT = "joint"  # suffix of the law name for joint fits, e.g. "L(N,D) joint"
@@ -53,7 +54,7 @@ class FitSet:
     strict: bool = False  # raise instead of skipping L(N,D) (the CSV CLI asks for it explicitly)
     base_selection: str = "every point"  # how the caller chose the frame's rows, in words
     lc_points: str = "all"  # "all" | "frontier" (opt-in: compute-efficient frontier per group)
-    entries: dict = field(default_factory=dict)  # (law, group) -> Entry
+    entries: dict[LawKey, Entry] = field(default_factory=dict)
     lc_selection: str = ""
 
     def __post_init__(self):
@@ -78,7 +79,7 @@ class FitSet:
             entry = Entry("skipped", reason=str(e), rows=np.asarray(rows), selection=selection)
         entry.n_available = len(self.frame) if group == JOINT else len(self._rows(group))
         name = f"{law} {JOINT}" if group == JOINT else law
-        self.entries[(name, group)] = entry
+        self.entries[LawKey(name, group)] = entry
 
     def _rows(self, group):
         return np.flatnonzero(self.frame["group"].to_numpy(str) == group)
@@ -87,7 +88,7 @@ class FitSet:
         for grp in self.groups:
             if grp in self.one_size:
                 # one model size: the N term is a constant absorbed into E, so fit L(D) and say so
-                self.entries[("L(N,D)", grp)] = Entry(
+                self.entries[LawKey("L(N,D)", grp)] = Entry(
                     "skipped", reason="only 1 distinct model sizes (N); exponent alpha is not identifiable "
                     "(need at least 3): L(D) fitted instead", rows=self._rows(grp),
                     selection=self.base_selection, n_available=len(self._rows(grp)))
@@ -125,19 +126,19 @@ class FitSet:
             sub = f.iloc[r]
             try:
                 res = isoflop.fit_isoflop(sub["N"], sub["C"], sub["loss"])
-                self.entries[(isoflop.NAME, grp)] = Entry("ok", fit=res, rows=r, selection=self.base_selection,
-                                                          n_available=len(r))
+                self.entries[LawKey(isoflop.NAME, grp)] = Entry("ok", fit=res, rows=r, selection=self.base_selection,
+                                                                n_available=len(r))
             except FitError as e:
-                self.entries[(isoflop.NAME, grp)] = Entry("skipped", reason=str(e), rows=r,
-                                                          selection=self.base_selection, n_available=len(r))
+                self.entries[LawKey(isoflop.NAME, grp)] = Entry("skipped", reason=str(e), rows=r,
+                                                                selection=self.base_selection, n_available=len(r))
 
     # -- use ---------------------------------------------------------------------------------
     def ok(self, law: str, group: str):
         e = self.entries.get((law, group))
         return e.fit if e is not None and e.status == "ok" else None
 
-    def refit(self, weights: np.ndarray, keys=None) -> dict:
-        """(law, group) -> the refitted law, or None when the resample cannot identify it (e.g.
+    def refit(self, weights: np.ndarray, keys=None) -> dict[LawKey, FittedLaw | None]:
+        """LawKey -> the refitted law, or None when the resample cannot identify it (e.g.
         every run of one model size left out). keys: only these entries."""
         out = {}
         for key, e in self.entries.items():
@@ -149,18 +150,18 @@ class FitSet:
                 out[key] = None
         return out
 
-    def current(self) -> dict:
+    def current(self) -> dict[LawKey, FittedLaw]:
         return {k: e.fit for k, e in self.entries.items() if e.status == "ok"}
 
 
-def param_stats(fits: dict) -> dict[str, float]:
-    """Flat 'law|group|param' -> value for every fitted parameter; None fits are left out
-    (the bootstrap counts a missing key as a failed resample)."""
+def param_stats(fits: dict) -> dict[StatKey, float]:
+    """StatKey(law, group, parameter) -> value for every fitted parameter; None fits are left
+    out (the bootstrap counts a missing key as a failed resample)."""
     out = {}
     for (law, group), fit in fits.items():
         if fit is None:
             continue
         # a joint fit reports each group's coefficients next to the shared exponents
         for name in (fit.groups if group == JOINT else [group]):
-            out.update({f"{law}|{name}|{k}": v for k, v in fit.params(name).items()})
+            out.update({StatKey(law, name, k): v for k, v in fit.params(name).items()})
     return out

@@ -5,7 +5,7 @@ Parameter flags (each a named constant below):
   bootstrap holds it there, so any "interval" would be the bound twice. E -> 0 and a vanishing
   power term count as bounds (below 1e-4 of the lowest loss at every point).
 - ZERO_WIDTH: every resample gave the same value (to 0.1%): not a 95% interval.
-- not_identified(exponent): a coefficient whose exponent sits at 0 multiplies a constant: it
+- CONSTANT_TERM[exponent]: a coefficient whose exponent sits at 0 multiplies a constant: it
   cannot be told from E.
 - E_ABOVE_MIN: E above the lowest loss the law was fitted to: the law's floor is not a floor.
 - CI_AT_EXPONENT_BOUND / CI_AT_E_ZERO: the box cut the interval, so the real uncertainty on
@@ -14,13 +14,13 @@ Parameter flags (each a named constant below):
 Flags in NO_INTERVAL remove the interval; every flag blocks a verdict resting on that law.
 
 Status of a comparison (crossover, multiplier) or an allocation, first rule that applies:
-1. "withheld": an arm does not use its frames in every run (names the cells), its vision was
+1. WITHHELD: an arm does not use its frames in every run (names the cells), its vision was
    not measured where required, or its law was not fitted;
-2. "not identified": an arm has fewer than MIN_RUNS independent runs;
-3. "not identified": a parameter of a law it rests on carries a flag;
-4. "not identified" (comparisons): the crossover is neither found nor ruled out in the data
+2. NOT_IDENTIFIED: an arm has fewer than MIN_RUNS independent runs;
+3. NOT_IDENTIFIED: a parameter of a law it rests on carries a flag;
+4. NOT_IDENTIFIED (comparisons): the crossover is neither found nor ruled out in the data
    (crossover_status);
-5. "ok".
+5. OK.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ ZERO_WIDTH_RTOL = 1e-3
 # measured; ruled out only when at most 1 - this share does.
 CROSSOVER_SHARE = 0.95
 
+# parameter flags
 AT_BOUND = "at bound"
 E_AT_ZERO = "E at lower bound (0)"
 ZERO_WIDTH = "zero-width CI"
@@ -45,23 +46,17 @@ CI_AT_EXPONENT_BOUND = "CI ends at the exponent bound"
 CI_AT_E_ZERO = "CI reaches E = 0"
 NO_CI = "no CI"
 EXPONENT_NAMES = ("alpha", "beta", "a")
-
-
-def not_identified(exponent: str) -> str:
-    return f"not identified ({exponent} = 0: a constant, indistinguishable from E)"
-
-
-NO_INTERVAL = frozenset({AT_BOUND, E_AT_ZERO, ZERO_WIDTH, *map(not_identified, EXPONENT_NAMES)})
+# exponent -> the flag of a coefficient whose term that exponent has flattened into a constant
+CONSTANT_TERM = {e: f"not identified ({e} = 0: a constant, indistinguishable from E)" for e in EXPONENT_NAMES}
+NO_INTERVAL = frozenset({AT_BOUND, E_AT_ZERO, ZERO_WIDTH, *CONSTANT_TERM.values()})
 BLOCKS_VERDICT = NO_INTERVAL | {E_ABOVE_MIN, CI_AT_EXPONENT_BOUND, CI_AT_E_ZERO, NO_CI}
+PARAM_FLAGS = BLOCKS_VERDICT  # every flag a parameter can carry (each blocks a verdict)
+NAMES_E = frozenset({E_AT_ZERO, E_ABOVE_MIN, CI_AT_E_ZERO})  # flags that name their parameter already
 
+# status of a law, plot or check (OK | SKIPPED) and of a verdict (OK | WITHHELD | NOT_IDENTIFIED)
+OK, SKIPPED, WITHHELD, NOT_IDENTIFIED = "ok", "skipped", "withheld", "not identified"
 # crossover_status outcomes
-FOUND, NONE_IN_DATA, UNRESOLVED = "found", "none in the data", "not identified"
-
-
-def ci95(boot: dict, key: str) -> list | None:
-    """[lo, hi] of a bootstrap statistic, or None when the bootstrap has none."""
-    b = boot.get(key)
-    return None if b is None else [b["ci95"][0], b["ci95"][1]]
+FOUND, NONE_IN_DATA, UNRESOLVED = "found", "none in the data", NOT_IDENTIFIED
 
 
 def zero_width(value, ci) -> bool:
@@ -73,23 +68,26 @@ def zero_width(value, ci) -> bool:
 
 
 def param_flags(fit, group: str, params: dict, ci: dict, min_loss: float) -> tuple[dict, dict]:
-    """(flags {param: [flag]}, ci95 with the interval of every NO_INTERVAL-flagged parameter removed)."""
+    """(flags {param: [flag]}, ci95 with the interval of every NO_INTERVAL-flagged parameter removed).
+
+    fit: a laws.LawFit (its bounds, exponents and which coefficient each exponent scales)."""
     at_bound = fit.params_at_bound(group)
+    term_exponent = fit.coefficient_exponents
     flags, clean = {}, {}
     for k, v in params.items():
         f = []
         if at_bound.get(k):
             f.append(E_AT_ZERO if k == "E" else AT_BOUND)
-        exp = getattr(fit, "coefficient_exponents", {}).get(k)
+        exp = term_exponent.get(k)
         if not f and exp and at_bound.get(exp) and abs(params.get(exp, 1.0)) <= BOUND_RTOL:
-            f.append(not_identified(exp))
+            f.append(CONSTANT_TERM[exp])
         if not f and zero_width(v, ci.get(k)):
             f.append(ZERO_WIDTH)
         if k == "E" and v > min_loss:
             f.append(E_ABOVE_MIN)
         if ci.get(k) is None and not f:
             f.append(NO_CI)
-        elif not f and _ci_end_at_bound(k, ci.get(k), getattr(fit, "exponent_names", ())):
+        elif not f and _ci_end_at_bound(k, ci.get(k), fit.exponent_names):
             f.append(CI_AT_EXPONENT_BOUND if k != "E" else CI_AT_E_ZERO)
         flags[k] = f
         clean[k] = None if NO_INTERVAL.intersection(f) else ci.get(k)
@@ -117,31 +115,31 @@ def blocking_flags(flags: dict, names) -> list[str]:
     for k in names:
         for f in flags.get(k, []):
             if f in BLOCKS_VERDICT:
-                out.append(f if f in (E_AT_ZERO, E_ABOVE_MIN, CI_AT_E_ZERO) else f"{k} {f}")
+                out.append(f if f in NAMES_E else f"{k} {f}")
     return out
 
 
 def comparison_status(arms, vision: dict, require_vision: bool, runs: dict, law_flags: dict) -> tuple[str, str]:
-    """("ok" | "withheld" | "not identified", reason) for a verdict resting on `arms` (rules 1-3).
+    """(OK | WITHHELD | NOT_IDENTIFIED, reason) for a verdict resting on `arms` (rules 1-3).
 
     law_flags: arm -> flags of the law the verdict uses (None: that law was not fitted)."""
     for a in arms:
         v = vision.get(a)
         if v is None and require_vision:
-            return "withheld", f"{a}: vision use not measured (no eval_loss_shuffled_frames)"
+            return WITHHELD, f"{a}: vision use not measured (no eval_loss_shuffled_frames)"
         if v is not None and not v["uses_frames"]:
             cells = "; ".join(f"{a} {c}" for c in v.get("blind_cells", ())) or v["reason"]
-            return "withheld", f"{a} does not use its frames in every run ({cells})"
+            return WITHHELD, f"{a} does not use its frames in every run ({cells})"
     for a in arms:
         if law_flags.get(a) is None:
-            return "withheld", f"{a}: law not fitted"
+            return WITHHELD, f"{a}: law not fitted"
     few = [f"{a} has {runs.get(a, 0)}" for a in arms if runs.get(a, 0) < MIN_RUNS]
     if few:
-        return "not identified", f"needs >= {MIN_RUNS} independent runs per arm ({', '.join(few)})"
+        return NOT_IDENTIFIED, f"needs >= {MIN_RUNS} independent runs per arm ({', '.join(few)})"
     stuck = [f"{a}: {', '.join(b)}" for a in arms if (b := blocking_flags(law_flags[a], law_flags[a]))]
     if stuck:
-        return "not identified", "fitted parameters that cannot carry a verdict (" + "; ".join(stuck) + ")"
-    return "ok", ""
+        return NOT_IDENTIFIED, "fitted parameters that cannot carry a verdict (" + "; ".join(stuck) + ")"
+    return OK, ""
 
 
 def _c(x: float) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 
 from fitting import honest
 from fitting.errors import FitError
+from fitting.keys import StatKey
 
 NAME = "isoflop"
 FORM = "IsoFLOP minima: N_opt = G C^a"
@@ -44,6 +45,7 @@ class IsoFlopFit:
     loss: np.ndarray = field(repr=False)
     groups: list[str] = field(default_factory=lambda: [""])
     refit_cost: float = 8.0  # a handful of polynomial fits per budget
+    converged: bool = True  # closed-form fits: nothing to stop early
 
     def params(self, group: str | None = None) -> dict[str, float]:
         return {"a": self.a, "G": self.G}
@@ -51,9 +53,9 @@ class IsoFlopFit:
     def resample(self, weights: np.ndarray) -> "IsoFlopFit":
         return fit_isoflop(self.N, self.C, self.loss, weights)
 
-    def record(self, group: str, boot: dict, key: str) -> dict:
+    def record(self, group: str, boot, law: str) -> dict:
         rec = dict(params=self.params(), n_points=int(len(self.N)), budgets=self.budgets, objective=None)
-        rec["ci95"] = ci = {k: honest.ci95(boot, f"{key}|{group}|{k}") for k in ("a", "G")}
+        rec["ci95"] = ci = {k: boot.ci95(StatKey(law, group, k)) for k in ("a", "G")}
         rec["flags"] = {k: [honest.ZERO_WIDTH] if honest.zero_width(rec["params"][k], ci[k]) else [] for k in ci}
         rec["ci95"] = {k: (None if rec["flags"][k] else v) for k, v in ci.items()}
         return rec

@@ -21,6 +21,7 @@ import numpy as np
 
 from fitting import engine, honest
 from fitting.errors import FitError
+from fitting.keys import StatKey
 from fitting.threads import single_threaded
 
 # law -> (feature names, exponent names, coefficient names, has irreducible term E)
@@ -77,6 +78,7 @@ class FittedLaw(Protocol):
 
     groups: list[str]
     refit_cost: float  # relative cost of one bootstrap refit per point (balances the workers)
+    converged: bool  # False: a bootstrap refit that stopped at its evaluation budget
 
     def params(self, group: str | None = None) -> dict[str, float]:
         """Parameter name -> value, for one group."""
@@ -84,9 +86,9 @@ class FittedLaw(Protocol):
     def resample(self, weights: np.ndarray) -> "FittedLaw":
         """The law refitted with per-point weights; FitError when the resample cannot identify it."""
 
-    def record(self, group: str, boot: dict, key: str) -> dict:
-        """fits.json fields of one group: params, n_points, ci95, flags, ... (bootstrap stats under
-        f"{key}|{group}|{param}")."""
+    def record(self, group: str, boot, law: str) -> dict:
+        """fits.json fields of one group: params, n_points, ci95, flags, ... (boot: the
+        bootstrap's Resamples, its statistics under StatKey(law, group, parameter))."""
 
 
 @dataclass
@@ -187,16 +189,16 @@ class LawFit:
         check_fittable(self.law, np.exp(self.logx[pos]), self.g[pos], self.groups)
         return self.refit(weights)
 
-    def record(self, group: str, boot: dict, key: str) -> dict:
+    def record(self, group: str, boot, law: str) -> dict:
         p = self.params(group)
         rec = dict(params=p, n_points=int(self.n_points), objective=self.objective,
                    rms_log_residual=float(np.sqrt(np.mean(self.residuals() ** 2))))
-        ci = {k: honest.ci95(boot, f"{key}|{group}|{k}") for k in param_names(self.law)}
+        ci = {k: boot.ci95(StatKey(law, group, k)) for k in param_names(self.law)}
         lmin = float(self.L[self.g == self.groups.index(group)].min())
         rec["flags"], rec["ci95"] = honest.param_flags(self, group, p, ci, lmin)
         rec["min_loss"] = lmin
-        rec["sd"] = {k: boot[f"{key}|{group}|{k}"]["sd"] for k in p
-                     if f"{key}|{group}|{k}" in boot and rec["ci95"].get(k) is not None}
+        spread = {k: boot.get(StatKey(law, group, k)) for k in p}
+        rec["sd"] = {k: s.sd for k, s in spread.items() if s is not None and rec["ci95"].get(k) is not None}
         return rec
 
     def refit(self, weights: np.ndarray) -> "LawFit":

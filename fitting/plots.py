@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fitting import derived, field_plot, isoflop
+from fitting.keys import ALLOCATION, MULTIPLIER, RATIO, StatKey, of_pair
 
 log = logging.getLogger("fitting")
 # (marker, line style) per arm: fixed for the study's arms, any other group name gets one of
@@ -108,7 +109,7 @@ def _loss_vs_flops(fig, ax, fs, ctx, fits, boot):
         sm = ax.collections[0] if ax.collections else None
         if sm is not None:
             fig.colorbar(sm, ax=ax, label="log10 model size N (parameters)")
-    grid = np.geomspace(*ctx["C_range"], 200) if ctx["C_range"][1] > ctx["C_range"][0] else None
+    grid = np.geomspace(*ctx.C_range, 200) if ctx.C_range[1] > ctx.C_range[0] else None
     for g in fs.groups:
         fit = fs.ok("L(C)", g)
         if fit is None or grid is None:
@@ -147,7 +148,7 @@ def _loss_vs_size(fig, ax, fs, ctx, fits, boot):
             fit = fs.ok("L(N,D)", g)
             if fit is not None:
                 n = np.geomspace(sg["N"].min() / 2, sg["N"].max() * 2, 60)
-                y = fit.predict(n, c_mid / (ctx["flops_per_nd"][g] * n), group=g)
+                y = fit.predict(n, c_mid / (ctx.flops_per_nd[g] * n), group=g)
                 ax.plot(n, y, ls=ls, color=col, lw=1)
                 rows += [{"kind": "fit L(N,D)", "group": g, "budget_C": c_mid, "N": a, "loss": v}
                          for a, v in zip(n, y)]
@@ -187,7 +188,7 @@ def _iso_loss(fig, ax, fs, ctx, fits, boot):
             if not ok.any():
                 continue
             d = (p["B"] / gap[ok]) ** (1.0 / p["beta"])
-            c = ctx["flops_per_nd"][g] * n[ok] * d
+            c = ctx.flops_per_nd[g] * n[ok] * d
             ax.plot(n[ok], c, ls=":", color=colors[lev], lw=1)
             rows += [{"kind": "fit L(N,D)", "group": g, "loss_level": lev, "N": a, "C": b} for a, b in zip(n[ok], c)]
     if not rows:
@@ -199,10 +200,10 @@ def _iso_loss(fig, ax, fs, ctx, fits, boot):
 
 
 def _band(ax, x, key, boot, color):
-    b = boot.get(key)
-    if b is None:
+    ci = boot.ci95(key)
+    if ci is None:
         return None, None
-    lo, hi = (np.asarray(v, float) for v in b["ci95"])
+    lo, hi = (np.asarray(v, float) for v in ci)
     ok = np.isfinite(lo) & np.isfinite(hi)
     if ok.any():
         ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.2, label="bootstrap 95% CI")
@@ -212,15 +213,15 @@ def _band(ax, x, key, boot, color):
 def _efficiency_ratio(fig, ax, fs, ctx, fits, boot):
     full = derived.summarize(fs.current(), ctx)
     # the first comparison that was computed (withheld pairs never are): foveated vs baseline
-    done = [(t, r) for t, r in ctx["pairs"] if f"ratio|{derived.pair_key(t, r)}|loss" in full]
+    done = [(t, r) for t, r in ctx.pairs if of_pair(RATIO, t, r, "loss") in full]
     if not done:
         raise Skip("needs L(C) fits of two variants that both use their frames")
     t, r = done[0]
-    pk = derived.pair_key(t, r)
-    grid = ctx["C_grid"]
-    ax.plot(grid, full[f"ratio|{pk}|loss"], color="C0", label=f"L_{t}(C) / L_{r}(C), fits")
-    lo, hi = _band(ax, grid, f"ratio|{pk}|loss", boot, "C0")
-    data = pd.DataFrame({"C": grid, "ratio": full[f"ratio|{pk}|loss"], "ci_lo": lo, "ci_hi": hi, "kind": "fit"})
+    grid = ctx.C_grid
+    ratio = of_pair(RATIO, t, r, "loss")
+    ax.plot(grid, full[ratio], color="C0", label=f"L_{t}(C) / L_{r}(C), fits")
+    lo, hi = _band(ax, grid, ratio, boot, "C0")
+    data = pd.DataFrame({"C": grid, "ratio": full[ratio], "ci_lo": lo, "ci_hi": hi, "kind": "fit"})
     # observed ratios of runs that match exactly (same config, same samples seen)
     f = fs.frame
     a = f[f["group"] == t].groupby(["config", "D"])[["C", "loss"]].mean()
@@ -238,7 +239,7 @@ def _efficiency_ratio(fig, ax, fs, ctx, fits, boot):
     ax.set_title(f"Efficiency ratio ({t} better below 1)")
     ax.grid(True, which="both", alpha=0.3)
     ax2 = ax.twinx()
-    m = full[f"multiplier|{pk}|ref_to_match_treat"]
+    m = full[of_pair(MULTIPLIER, t, r, "ref_to_match_treat")]
     shown = np.where(np.isfinite(m), m, np.nan)
     never = "" if np.isfinite(m).any() else f" (infinite: {r}'s fit never reaches {t}'s loss)"
     ax2.plot(grid, shown, color="C3", ls="--", label=f"compute multiplier C_{r}(L_{t}(C))/C{never}")
@@ -253,10 +254,10 @@ def _efficiency_ratio(fig, ax, fs, ctx, fits, boot):
 
 def _optimal_size(fig, ax, fs, ctx, fits, boot):
     rows = []
-    grid = ctx["C_grid"]
+    grid = ctx.C_grid
     full = derived.summarize(fs.current(), ctx)
     for i, g in enumerate(fs.groups):
-        key = f"allocation|{g}|N_opt"
+        key = StatKey(ALLOCATION, g, "N_opt")
         if key in full:
             ax.plot(grid, full[key], ls=_style(g)[1], color=f"C{i}", label=f"{g} N_opt(C) from L(N,D)")
             lo, hi = _band(ax, grid, key, boot, f"C{i}")

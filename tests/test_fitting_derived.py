@@ -11,11 +11,13 @@ from scipy.optimize import brentq
 
 from fitting import bootstrap, derived, isoflop
 from fitting.fitset import FitSet, compute_frontier
+from fitting.keys import CROSSOVER, MULTIPLIER, of_pair
 from fitting.laws import inverse_lc
 
 CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"
 # foveated: lower loss at small compute, higher floor -> the curves cross inside the data range
 TRUE = {"foveated": {"E": 2.0, "A": 150.0, "alpha": 0.15}, "baseline": {"E": 1.6, "A": 900.0, "alpha": 0.18}}
+MULTIPLY = of_pair(MULTIPLIER, "foveated", "baseline", "ref_to_match_treat")
 
 
 def _lc(p, C):
@@ -41,9 +43,9 @@ def test_crossover_recovered(two_variants):
     fs, ctx, boot = two_variants
     diff = lambda lc: _lc(TRUE["foveated"], np.exp(lc)) - _lc(TRUE["baseline"], np.exp(lc))  # noqa: E731
     true_c = np.exp(brentq(diff, np.log(1e15), np.log(1e21)))
-    got = derived.summarize(fs.current(), ctx)["crossover|foveated vs baseline|C"]
+    got = derived.summarize(fs.current(), ctx)[of_pair(CROSSOVER, "foveated", "baseline", "C")]
     assert got == pytest.approx(true_c, rel=0.5)
-    lo, hi = boot["crossover|foveated vs baseline|C"]["ci95"]
+    lo, hi = boot.ci95(of_pair(CROSSOVER, "foveated", "baseline", "C"))
     assert lo <= true_c <= hi
     rep = derived.crossover_report(fs.ok("L(C)", "foveated").params("foveated"),
                                    fs.ok("L(C)", "baseline").params("baseline"), ctx, "foveated", "baseline")
@@ -52,13 +54,13 @@ def test_crossover_recovered(two_variants):
 
 def test_efficiency_multiplier_recovered(two_variants):
     fs, ctx, boot = two_variants
-    grid = ctx["C_grid"]
+    grid = ctx.C_grid
     true_m = inverse_lc(TRUE["baseline"], _lc(TRUE["foveated"], grid)) / grid
-    got = derived.summarize(fs.current(), ctx)["multiplier|foveated vs baseline|ref_to_match_treat"]
+    got = derived.summarize(fs.current(), ctx)[MULTIPLY]
     i = 1  # well below the crossover: the baseline needs several times the compute
     assert true_m[i] > 2
     assert got[i] == pytest.approx(true_m[i], rel=0.25)
-    lo, hi = (np.asarray(v)[i] for v in boot["multiplier|foveated vs baseline|ref_to_match_treat"]["ci95"])
+    lo, hi = (np.asarray(v)[i] for v in boot.ci95(MULTIPLY))
     assert lo <= true_m[i] <= hi
     # past the crossover the baseline needs less than C to match the foveated loss
     assert got[-1] < 1

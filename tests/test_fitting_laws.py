@@ -9,6 +9,7 @@ from scipy.optimize import check_grad, nnls
 from fitting import FitError, fit_law
 from fitting import bootstrap, derived, engine
 from fitting.fitset import FitSet
+from fitting.keys import StatKey
 from fitting.table import load_csv
 
 CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"
@@ -51,9 +52,9 @@ def test_bootstrap_moves_from_warm_start(chinchilla):
     """sd(alpha) ~ 0.015 on the reference; a collapsed bootstrap (optimizer stuck at its start) gives < 0.01."""
     fs = FitSet(chinchilla, strict=True)
     boot = bootstrap.bootstrap(fs, derived.context(fs.frame), n=200, seed=1)
-    assert 0.01 <= boot["L(N,D)|all|alpha"]["sd"] <= 0.03
-    assert 0.01 <= boot["L(N,D)|all|beta"]["sd"] <= 0.04
-    lo, hi = boot["L(N,D)|all|alpha"]["ci95"]
+    assert 0.01 <= boot.get(StatKey("L(N,D)", "all", "alpha")).sd <= 0.03
+    assert 0.01 <= boot.get(StatKey("L(N,D)", "all", "beta")).sd <= 0.04
+    lo, hi = boot.ci95(StatKey("L(N,D)", "all", "alpha"))
     assert lo < 0.3473 < hi
 
 
@@ -96,7 +97,7 @@ def test_recovers_lnd_parameters_inside_ci():
     fs = FitSet(_frame(N, D, 6 * N * D, L), strict=True)
     boot = bootstrap.bootstrap(fs, derived.context(fs.frame), n=150, seed=0)
     for k in ("E", "alpha", "beta"):
-        lo, hi = boot[f"L(N,D)|all|{k}"]["ci95"]
+        lo, hi = boot.ci95(StatKey("L(N,D)", "all", k))
         assert lo <= true[k] <= hi, (k, lo, hi)
 
 
@@ -111,7 +112,7 @@ def test_recovers_lc_parameters_inside_ci():
     assert "frontier" in FitSet(fs.frame, lc_points="frontier").lc_selection
     boot = bootstrap.bootstrap(fs, derived.context(fs.frame), n=150, seed=0)
     for k, v in {"E": 1.5, "A": 1e3, "alpha": 0.2}.items():
-        lo, hi = boot[f"L(C)|all|{k}"]["ci95"]
+        lo, hi = boot.ci95(StatKey("L(C)", "all", k))
         assert lo <= v <= hi, (k, lo, hi)
 
 

@@ -119,7 +119,7 @@ def test_the_interval_of_a_flag_that_only_blocks_the_verdict_is_kept():
     interval (shown, flagged); a parameter at its bound has none."""
     for kept in (honest.E_ABOVE_MIN, honest.CI_AT_EXPONENT_BOUND, honest.CI_AT_E_ZERO):
         assert kept in honest.BLOCKS_VERDICT and kept not in honest.NO_INTERVAL
-    assert honest.AT_BOUND in honest.NO_INTERVAL and honest.not_identified("alpha") in honest.NO_INTERVAL
+    assert honest.AT_BOUND in honest.NO_INTERVAL and honest.CONSTANT_TERM["alpha"] in honest.NO_INTERVAL
 
 
 def test_vision_is_decided_before_runs_and_flags():
