@@ -155,6 +155,9 @@ def wsd_experiment(tmp_path_factory):
     assert not ray.is_initialized()
     argv = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "20,40", "--seeds", "1",
             "--schedule", "wsd", "--cooldown-frac", "0.25", "--deterministic", "--no-fit",
+            # the settings' rates, so the reference run below (built without the committed
+            # learning-rate table) trains at the experiment's rate
+            "--lr", "5e-4", "--lr-backbone", "5e-4",
             "--storage-path", str(root), "--name", "wsd"]
     rc = tune_scaling.main(argv)
     try:
