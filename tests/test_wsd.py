@@ -1,4 +1,4 @@
-"""WSD schedule with cooldown branches forked from Ray checkpoints (issue 9): the families, the
+"""WSD schedule with cooldown branches forked from Ray checkpoints: the families, the
 LR curve across a fork, the fork check, the searcher, and the whole thing through Ray."""
 from __future__ import annotations
 
