@@ -11,6 +11,8 @@ runs; without it every row is its own run. --drop-top-loss K drops the K highest
 first (listed in the report): Chinchilla's reference data needs K=5. --lc-points frontier fits
 L(C) to each group's compute-efficient frontier instead of all its points (opt-in: it selects
 on the noise). User errors print `error: <message>` on stderr and exit with status 2.
+
+From another directory: `python PATH/TO/REPO/fitting ...` (or the repository on PYTHONPATH).
 """
 from __future__ import annotations
 
@@ -18,9 +20,13 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-from fitting.errors import FitError
+if not __package__:  # run as `python .../fitting`: import the package from the repository, not its files
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from fitting.errors import FitError  # noqa: E402 - after the path above
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -34,8 +40,27 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _check(a: argparse.Namespace) -> None:
     if a.bootstrap < 0:
         raise FitError("--bootstrap must be >= 0")
+    if a.seed < 0:
+        raise FitError(f"--seed must be >= 0, got {a.seed}")
+    if a.out is not None and not a.out.strip():
+        raise FitError("--out is empty (give a directory)")
     if a.out is not None and os.path.exists(a.out) and not os.path.isdir(a.out):
         raise FitError(f"--out {a.out} is a file, not a directory")
+
+
+def _check_writable(out: str) -> None:
+    """FitError unless the analysis can be written to `out` (tried, then undone: nothing is left)."""
+    created = _new_dirs(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise FitError(f"cannot write the analysis to {out} ({e.strerror or e})") from None
+    finally:
+        for d in created:
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
 
 
 def _new_dirs(path: str | None) -> list[str]:
@@ -70,7 +95,9 @@ def main(argv=None) -> int:
             _check(a)
             if a.drop_top_loss < 0:
                 raise FitError("--drop-top-loss must be >= 0")
-            created = _new_dirs(a.out or str(Path(a.file).parent / f"{Path(a.file).stem}_analysis"))
+            out = a.out or str(Path(a.file).parent / f"{Path(a.file).stem}_analysis")
+            _check_writable(out)
+            created = _new_dirs(out)
             fits = run_csv(a.file, a.n, a.loss, a.d, a.c, a.group, a.out, a.bootstrap, a.seed, a.drop_top_loss,
                            a.run, a.lc_points)
         else:
@@ -83,7 +110,9 @@ def main(argv=None) -> int:
             _check(a)
             if not os.path.isdir(a.experiment_dir):
                 raise FitError(f"no experiment directory {a.experiment_dir}")
-            created = _new_dirs(a.out or os.path.join(a.experiment_dir, "analysis"))
+            out = a.out or os.path.join(a.experiment_dir, "analysis")
+            _check_writable(out)
+            created = _new_dirs(out)
             fits = run_analysis(a.experiment_dir, a.out, a.bootstrap, a.seed, a.lc_points)
     except FitError as e:
         for d in created:  # a failed fit leaves no empty output directory behind

@@ -34,6 +34,16 @@ FROM_CONFIG = {"variant": "variant", "config": "config", "trial_steps": "steps",
 # the scheduled value at that step, so these always come from the config.
 CONFIG_LRS = ("lr", "lr_backbone")
 TEXT_COLUMNS = ("variant", "config", "schedule", "run_id", "group", "wsd_phase")
+# The type each key must have where a report (or the trial's config) gives it: a number given as
+# text would become NaN and its trial would drop out of the fits unnoticed; a label given as a
+# number or a list would become an arm of its own.
+KEY_TYPES = {**dict.fromkeys((M.VARIANT, M.CONFIG_ID, M.SCHEDULE, M.WSD_PHASE, "trial_id", "config"), str),
+             **dict.fromkeys((M.STEP, M.TRIAL_STEPS, M.SAMPLES, M.TOKENS, M.FLOPS, M.N_PARAMS, M.N_PARAMS_LLM,
+                              M.N_PARAMS_VISION, M.EVAL_LOSS, M.EVAL_LOSS_SE, M.TRAIN_LOSS, M.EVAL_LOSS_SHUFFLED,
+                              M.EVAL_LOSS_SHUFFLED_SE, "seed", "steps"), float),
+             M.MILESTONE: bool}
+# what a trial is: two trial directories with the same identity are the same run, done twice
+IDENTITY = ("schedule", "variant", "config", "trial_steps", "seed", "wsd_phase", "tag")
 
 
 def _trial_status(exp_dir: Path) -> dict[str, str]:
@@ -81,6 +91,40 @@ def _trial_config(cfg: dict) -> dict:
     return inner[0] if len(inner) == 1 else cfg
 
 
+def _check_types(rows: list[dict], where: Path) -> None:
+    """FitError naming the first value whose type is not what its key needs (KEY_TYPES)."""
+    names = {str: "text", float: "a number", bool: "true or false"}
+    for i, row in enumerate(rows, 1):
+        for key, want in KEY_TYPES.items():
+            if key not in row or (key == "config" and isinstance(row[key], dict)):  # Ray's own "config"
+                continue
+            v = row[key]
+            ok = isinstance(v, bool) if want is bool else (
+                isinstance(v, (int, float)) and not isinstance(v, bool) if want is float else isinstance(v, str))
+            if not ok:
+                raise FitError(f"{where}: {'row ' + str(i) + ': ' if len(rows) > 1 else ''}{key!r} is {v!r}, "
+                               f"not {names[want]}: a damaged or hand-edited file")
+
+
+def _drop_duplicates(frames: list[pd.DataFrame], dropped: list[dict]) -> list[pd.DataFrame]:
+    """One trial per identity (IDENTITY): a run trained twice (two drivers on one experiment) would
+    count twice in the fits. The kept one has the most milestones (then the first trial id); each
+    other is listed as dropped, naming the one kept."""
+    def identity(f):
+        return tuple(str(f[c].iloc[0]) if c in f else "" for c in IDENTITY)
+
+    kept: dict[tuple, pd.DataFrame] = {}
+    for f in sorted(frames, key=lambda f: (-len(f), str(f["run_id"].iloc[0]))):
+        key = identity(f)
+        if key in kept:
+            dropped.append({"run_id": str(f["run_id"].iloc[0]),
+                            "reason": f"duplicate of trial {kept[key]['run_id'].iloc[0]} (same variant, config, steps, "
+                                      f"seed, schedule): the same run trained twice"})
+            continue
+        kept[key] = f
+    return [f for f in frames if any(f is k for k in kept.values())]
+
+
 def _is_bad_loss(v) -> bool:
     try:
         v = float(v)
@@ -114,6 +158,7 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
         if not reports:
             dropped.append({"run_id": run_id, "reason": "no reports in result.json"})
             continue
+        _check_types(reports, tdir / "result.json")
         df = pd.DataFrame(reports)
         seen_keys.update(df.columns)
         cfg = {}
@@ -127,7 +172,10 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
             # config id the trainable reported; the id is recovered from that dict below.
             cfg = cfg or next(v for v in df["config"] if isinstance(v, dict))
             df = df.drop(columns="config")
-        cfg = _trial_config(cfg)
+        cfg = _trial_config(cfg) if isinstance(cfg, dict) else {}
+        _check_types([{k: v for k, v in cfg.items() if k in FROM_CONFIG.values()}], tdir / "params.json")
+        if "tag" in cfg:
+            df["tag"] = str(cfg["tag"])
         for col, key in FROM_CONFIG.items():
             if col not in df.columns and key in cfg:
                 df[col] = cfg[key]
@@ -157,7 +205,7 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
             raise FitError(f"reports in {exp_dir} lack required key(s): {', '.join(missing)}")
         reasons = "; ".join(f"{d['run_id']}: {d['reason']}" for d in dropped[:5])
         raise FitError(f"no usable trials in {exp_dir} ({reasons})")
-    raw = pd.concat(frames, ignore_index=True)
+    raw = pd.concat(_drop_duplicates(frames, dropped), ignore_index=True)
     for col in POINT_COLUMNS:
         if col not in raw.columns:
             raw[col] = {"schedule": "unknown", "wsd_phase": ""}.get(col, np.nan)
@@ -244,6 +292,10 @@ def load_csv(path, n_col: str, loss_col: str, d_col: str | None = None, c_col: s
     if missing:
         have = ", ".join(repr(c) for c in raw.columns[:12])
         raise FitError(f"{path.name} lacks column(s) {', '.join(map(repr, missing))} (has {have})")
+    for flag, col in (("--group", group_col), ("--run", run_col)):
+        empty = int((raw[col].isna() | (raw[col].astype(str).str.strip() == "")).sum()) if col else 0
+        if empty:  # an empty label would become an arm (or a run) of its own, named "nan"
+            raise FitError(f"{path.name}: column {col!r} ({flag}) is empty in {empty} of {len(raw)} rows")
     num = {c: pd.to_numeric(raw[c], errors="coerce").to_numpy(float) for c in wanted if c not in (group_col, run_col)}
     if n_col is None:  # one model size, unknown: L(D) and L(C) only
         num[None] = np.ones(len(raw))

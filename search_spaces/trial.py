@@ -38,7 +38,7 @@ class TrialConfig:
     warmup_steps: int = -1  # -1: 5% of steps (at least 1)
     schedule: str = "cosine"  # "cosine" | "constant" | "wsd" (warmup-stable-decay)
     min_lr_ratio: float = 0.1
-    # WSD (issue 9): one "stable" trial per (variant, config) runs warmup + constant LR to the
+    # WSD: one "stable" trial per (variant, config) runs warmup + constant LR to the
     # last fork point; one "cooldown" trial per step count forks from its checkpoint at
     # fork_step = round(steps * (1 - cooldown_frac)) and decays to min_lr_ratio by `steps`.
     # wsd_phase "" with schedule "wsd" is a standalone run with its decay at the end.
@@ -116,8 +116,8 @@ class TrialConfig:
                 f"image_size {self.image_size} gives a {self.image_size // vit.patch}-patch grid; "
                 "the baseline pools it to 4x4, so it must be a multiple of 4 patches"
             )
-        if self.seed < 0 or self.dataset_seed < 0:
-            raise ConfigError(f"seeds must be >= 0, got seed {self.seed}, dataset_seed {self.dataset_seed}")
+        if not (0 <= self.seed < 2**32 and 0 <= self.dataset_seed < 2**32):  # numpy's seed range
+            raise ConfigError(f"seeds must lie in [0, 2^32), got seed {self.seed}, dataset_seed {self.dataset_seed}")
         if self.lr <= 0 or self.lr_backbone < 0:
             raise ConfigError("learning rates must be positive")
         if self.fault and not re.fullmatch(rf"({'|'.join(FAULT_KINDS)})@\d+", self.fault):

@@ -79,10 +79,12 @@ class LiveScalingPlot(Callback):
         import matplotlib.backends.backend_agg  # noqa: F401 - its import (~0.5 s) before, not in, the first result
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.follow(trial)
         if self.record(trial.trial_id, trial.config, result):
             self.maybe_draw()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.follow(trial)
         if trial.last_result:
             self.record(trial.trial_id, trial.config, trial.last_result)
         self.maybe_draw(force=True)
@@ -101,6 +103,13 @@ class LiveScalingPlot(Callback):
         self.configs = state.get("configs", [])
 
     # -- bookkeeping -------------------------------------------------------------------
+    def follow(self, trial) -> None:
+        """Draw into the experiment's directory where it is now: the target pickled in tuner.pkl
+        names the directory the experiment was launched in, not a moved or copied one."""
+        where = getattr(getattr(trial, "storage", None), "experiment_fs_path", None)
+        if where and "://" not in self.target and os.path.isabs(where):
+            self.target = os.path.join(where, PLOT_NAME)
+
     def record(self, trial_id: str, config: dict, result: dict) -> bool:
         """Keep a milestone row's (FLOPs, eval loss); True when it is one."""
         if EVAL_LOSS not in result or FLOPS not in result or not result.get(MILESTONE, True):

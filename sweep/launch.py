@@ -1,16 +1,20 @@
 """Launch or resume one study as a Ray Tune experiment (the driver behind tune_scaling.py).
 
-    run_sweep(options, trials): experiment dir -> launch or resume (sweep/experiment.py) ->
-    start Ray -> build or restore the Tuner -> fit -> report failures -> the fitting step.
+    run_sweep(options, trials): experiment dir -> every refusal it can make (sweep/experiment.py)
+    -> start Ray -> take the experiment's lock (sweep/lock.py) -> launch or resume, decided again
+    -> build or restore the Tuner -> fit -> report failures -> the fitting step.
 
 Ray APIs from `ray.tune` only (ray.train.report / ray.air fail inside Tune). An existing
 experiment directory is resumed with `Tuner.restore(..., resume_errored=True)` after checking
-that it was launched with the same trials (Ray's restore silently ignores a changed grid).
+that it was launched with the same trials (Ray's restore silently ignores a changed grid). Ray
+writes and reads the experiment's local storage through sweep/integrity.py's filesystem.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from contextlib import nullcontext
 
 import ray
 import ray.cloudpickle
@@ -19,14 +23,17 @@ from ray import tune
 import search_spaces.vision_rule
 import sweep.callbacks
 import sweep.integrity
+import sweep.relocation
 import sweep.vision_watch
 import sweep.wsd
 from search_spaces import metric_names as M
+from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 from search_spaces.wsd import wsd_families
 from sweep.callbacks import LiveScalingPlot, live_plot_target
-from sweep.cluster import start_ray, storage_warning, tensorboard_message
-from sweep.experiment import check_storage, is_finished, resume_hint, should_resume, write_manifest
+from sweep.cluster import gpu_refusal, start_ray, storage_warning, tensorboard_message
+from sweep.experiment import RESUME, announce, check_storage, decide, is_finished, resume_hint, write_manifest
+from sweep.lock import DriverLock
 from sweep.options import SweepOptions
 from sweep.schedule import longest_first, wsd_search
 from trainables.memory import estimate_memory
@@ -45,10 +52,10 @@ def param_space(trials) -> dict:
 
 
 def portable_pickles() -> None:
-    """Our callbacks and WSD searcher live in tuner.pkl / the experiment state: pickle their
-    classes by value (the modules import only Ray, the standard library and the leaf vision
+    """Our callbacks, scheduler and WSD searcher live in tuner.pkl / the experiment state: pickle
+    their classes by value (the modules import only Ray, the standard library and the leaf vision
     rule, itself pickled by value), so Ray can unpickle the experiment without this project."""
-    for module in (sweep.callbacks, sweep.integrity, sweep.vision_watch, search_spaces.vision_rule, sweep.wsd):
+    for module in (sweep.callbacks, sweep.relocation, sweep.vision_watch, search_spaces.vision_rule, sweep.wsd):
         ray.cloudpickle.register_pickle_by_value(module)
 
 
@@ -92,11 +99,23 @@ def make_trainable(args: SweepOptions, use_gpu: bool, fn=None):
     return tune.with_resources(fn, resources)
 
 
-def new_tuner(args: SweepOptions, trials, families, trainable, storage: str, exp_dir: str, use_gpu: bool):
+def check_resources(args: SweepOptions, use_gpu: bool, trials) -> None:
+    """A trial asking for more CPUs or GPUs than the whole cluster has would stay PENDING forever;
+    real-size trials on a cluster without GPUs would take weeks."""
+    have = ray.cluster_resources()
+    if not have.get("GPU", 0) and gpu_refusal(trials, "the Ray cluster"):
+        raise ConfigError(gpu_refusal(trials, "the Ray cluster"))
+    for flag, want, key in (("--gpus-per-trial", trial_gpus(args, use_gpu), "GPU"),
+                            ("--cpus-per-trial", args.cpus_per_trial, "CPU")):
+        if want > have.get(key, 0):
+            raise ConfigError(f"{flag} {want:g}: the Ray cluster has {have.get(key, 0):g} {key}(s) in all, so no "
+                              f"trial could ever start")
+
+
+def new_tuner(args: SweepOptions, trials, families, trainable, storage: str, filesystem, use_gpu: bool):
     """A fresh Tuner: cosine trials as one grid_search, WSD families through their searcher."""
     name = args.experiment_name
     dirname = sweep.wsd.DIRNAME if families else COSINE_DIRNAME
-    local = "://" not in storage
     return tune.Tuner(
         trainable,
         param_space={} if families else param_space(longest_first(trials)),
@@ -104,15 +123,15 @@ def new_tuner(args: SweepOptions, trials, families, trainable, storage: str, exp
             max_concurrent_trials=args.max_concurrent or None,
             trial_name_creator=dirname.format, trial_dirname_creator=dirname.format,
             reuse_actors=reuse_actors(args, use_gpu),
-            **(wsd_search(families, exp_dir, dirname) if families else {}),
+            scheduler=sweep.relocation.FollowingScheduler(),  # FIFO; a moved experiment's new trials follow it
+            **(wsd_search(families, dirname) if families else {}),
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=1, progress_reporter=progress_reporter(),
-            callbacks=[LiveScalingPlot(live_plot_target(storage, name),
-                                       min_interval_s=args.plot_interval, title=name,
+            name=name, storage_path=storage, storage_filesystem=filesystem, verbose=1,
+            progress_reporter=progress_reporter(),
+            callbacks=[LiveScalingPlot(live_plot_target(storage, name), min_interval_s=args.plot_interval, title=name,
                                        configs=list(dict.fromkeys(t.config for t in trials))),
-                       sweep.vision_watch.BlindRunWatch(sweep.vision_watch.steps_per_run(t.to_dict() for t in trials)),
-                       *([sweep.integrity.Recorder(exp_dir)] if local else [])],
+                       sweep.vision_watch.BlindRunWatch(sweep.vision_watch.steps_per_run(t.to_dict() for t in trials))],
             # WSD keeps every checkpoint: a fork point's must outlive the wait for its cooldown
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if families else args.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
@@ -120,15 +139,23 @@ def new_tuner(args: SweepOptions, trials, families, trainable, storage: str, exp
     )
 
 
-def fit(tuner, args: SweepOptions, record):
+def sigterm_as_sigint(signum, frame) -> None:
+    """SIGTERM (kill, a batch scheduler, systemd) stops the run like Ctrl-C: Ray's SIGINT handler
+    (installed by Tuner.fit) saves the state, and the resume command is printed."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def fit(tuner, args: SweepOptions):
     """tuner.fit(); None when the run was interrupted (the resume hint is printed)."""
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Ray skipped its last state snapshot
         print(resume_hint(args), file=sys.stderr, flush=True)
         return None
-    finally:
-        record()  # the state Ray left on storage when the run ended or stopped
     if any(r.error is None and not is_finished(r.metrics or {}) for r in results):
         # Ray's SIGINT handler stops the run gracefully; fit() returns with trials that never
         # reached their last step (Ray's clean-up calls them TERMINATED, so status does not tell)
@@ -138,15 +165,20 @@ def fit(tuner, args: SweepOptions, record):
 
 
 def finish(args: SweepOptions, results, exp_dir: str) -> int:
-    """Name the failed trials, run the fitting step; 1 if any trial failed."""
+    """Name the failed trials, run the fitting step; 1 if any trial (or the fitting) failed."""
     errors = [r for r in results if r.error is not None]
     for r in errors:
         print(f"trial {r.path} failed: {str(r.error).strip().splitlines()[-1]}", file=sys.stderr)
     print("\n".join(sweep.vision_watch.summary(results)), flush=True)
     if not args.no_fit:
-        from fitting import run_analysis  # pandas / scipy / matplotlib: only after a sweep
+        from fitting import FitError, run_analysis  # pandas / scipy / matplotlib: only after a sweep
 
-        fits = run_analysis(exp_dir, n_bootstrap=args.bootstrap)
+        print(f"fitting the results ({args.bootstrap:,} bootstrap resamples) ...", flush=True)
+        try:
+            fits = run_analysis(exp_dir, n_bootstrap=args.bootstrap)
+        except FitError as e:  # the trials' results stay; `python -m fitting` can rerun this step
+            print(f"error: fitting step: {e}", file=sys.stderr)
+            return 1
         for arm, v in (fits.get("vision") or {}).items():
             print(f"vision at the end: {arm} {v['n_seeing']} of {v['n_runs']} runs see"
                   + (f" (blind: {v['reason']})" if not v["uses_frames"] else ""))
@@ -154,43 +186,75 @@ def finish(args: SweepOptions, results, exp_dir: str) -> int:
     return 1 if errors else 0
 
 
-def run_sweep(args: SweepOptions, trials: list[TrialConfig]) -> int:
-    if not isinstance(args, SweepOptions):  # an argparse Namespace would skip every check of options.py
-        raise TypeError(f"run_sweep takes SweepOptions, got {type(args).__name__}")
-    # the classic reporter: its columns can be chosen (the new engine prints every config key)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+def prepare(args: SweepOptions, trials: list[TrialConfig]):
+    """(storage, experiment dir, WSD families or None, the experiment's trials, study.json's grid)."""
     storage = check_storage(args.storage_path)
-    name = args.experiment_name
-    exp_dir = os.path.join(storage, name)
     families = None
     if args.schedule == "wsd":  # one stable trial + cooldowns per (variant, config)
         families = wsd_families(trials, args.cooldown_frac, args.cooldown_shape)
         trials = [t for f in families for t in f.trials()]
     manifest = {"grid": args.grid, "trials": [t.to_dict() for t in trials]}
-    resume = should_resume(args, storage, exp_dir, manifest)  # every refusal before Ray starts
+    return storage, os.path.join(storage, args.experiment_name), families, trials, manifest
 
-    start_ray(args)  # probes --address first: an unreachable cluster is a one-line error
-    if storage_warning(storage, args.address):
-        print(storage_warning(storage, args.address), flush=True)
+
+def drop_old_recorder(tuner) -> None:
+    """Experiments launched before the storage layer kept the record carry a `Recorder` callback
+    in tuner.pkl that rewrites study.json's record from its own cache, over the storage layer's
+    entries. Tune has no public way to change a restored RunConfig: its TunerInternal's is used."""
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = [c for c in run_config.callbacks or [] if type(c).__name__ != "Recorder"]
+
+
+def open_tuner(args: SweepOptions, plan: str, trials, families, storage: str, exp_dir: str, manifest: dict):
+    """Restore the experiment (Ray reads its state through the verifying filesystem), or launch it."""
     use_gpu = bool(ray.cluster_resources().get("GPU", 0))
-    local = "://" not in storage  # integrity records: local storage (a URI experiment is never resumed here)
-
-    def record():
-        if local:
-            sweep.integrity.record(exp_dir)
     trainable = make_trainable(args, use_gpu)
-    if resume:
-        print(f"resuming experiment {exp_dir}: finished trials are kept, unfinished ones continue "
-              f"from their last checkpoint", flush=True)
+    fs = sweep.integrity.verified_filesystem(exp_dir) if "://" not in storage else None
+    if plan == RESUME:
         # the RunConfig (callbacks included) comes back from tuner.pkl, and the live plot's
         # points from Tune's experiment checkpoint (LiveScalingPlot.get_state)
-        tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
-    else:
-        write_manifest(exp_dir, manifest)
-        portable_pickles()
-        tuner = new_tuner(args, trials, families, trainable, storage, exp_dir, use_gpu)
-    record()  # what the restore may have rewritten (verified just before) / tuner.pkl as just written
-    print(f"experiment {name}: {len(trials)} trials -> {exp_dir}", flush=True)
-    print(f"live plot: {live_plot_target(storage, name)}\n{tensorboard_message(exp_dir)}", flush=True)
-    results = fit(tuner, args, record)
+        tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True, storage_filesystem=fs)
+        drop_old_recorder(tuner)
+        return tuner
+    write_manifest(exp_dir, manifest)
+    portable_pickles()
+    return new_tuner(args, trials, families, trainable, storage, fs, use_gpu)
+
+
+def run_locked(args: SweepOptions, storage: str, exp_dir: str, families, trials, manifest: dict) -> int:
+    """The sweep itself, while this driver holds the experiment's lock."""
+    plan = decide(args, storage, exp_dir, manifest, locked=True)  # again, now that no other driver can change it
+    announce(args, exp_dir, plan)
+    tuner = open_tuner(args, plan, trials, families, storage, exp_dir, manifest)
+    print(f"experiment {args.experiment_name}: {len(trials)} trials -> {exp_dir}", flush=True)
+    print(f"live plot: {live_plot_target(storage, args.experiment_name)}\n{tensorboard_message(exp_dir)}", flush=True)
+    results = fit(tuner, args)
     return 130 if results is None else finish(args, results, exp_dir)
+
+
+def run_sweep(args: SweepOptions, trials: list[TrialConfig]) -> int:
+    if not isinstance(args, SweepOptions):  # an argparse Namespace would skip every check of options.py
+        raise TypeError(f"run_sweep takes SweepOptions, got {type(args).__name__}")
+    # the classic reporter: its columns can be chosen (the new engine prints every config key)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    storage, exp_dir, families, trials, manifest = prepare(args, trials)
+    decide(args, storage, exp_dir, manifest)  # every refusal it can make before Ray starts
+    start_ray(args)  # probes --address first: an unreachable cluster is a one-line error
+    previous = signal.signal(signal.SIGTERM, sigterm_as_sigint)  # after ray.init, which sets its own
+    try:
+        if storage_warning(storage, args.address):
+            print(storage_warning(storage, args.address), flush=True)
+        check_resources(args, bool(ray.cluster_resources().get("GPU", 0)), trials)
+        lock = DriverLock(exp_dir) if "://" not in storage else nullcontext()
+        with lock:  # a second driver on this experiment stops here (one line, exit 2)
+            if getattr(lock, "stale", None):
+                print(f"note: the previous driver of {exp_dir} ({lock.stale}) ended without releasing it: "
+                      f"taking over", flush=True)
+            return run_locked(args, storage, exp_dir, families, trials, manifest)
+    except sweep.integrity.StateRefused as e:  # a state file failed its check as Ray read it
+        raise ConfigError(str(e)) from None
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) before Tune's own handler was in place
+        print(resume_hint(args), file=sys.stderr, flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -11,10 +11,10 @@ def longest_first(trials):
     return sorted(trials, key=lambda t: -t.steps * t.global_batch * trial_flops_per_sample(t, t.sizes[0].vocab_size))
 
 
-def wsd_search(families, exp_dir: str, dirname: str = DIRNAME) -> dict:
+def wsd_search(families, dirname: str = DIRNAME) -> dict:
     """TuneConfig keyword arguments for a WSD experiment: the searcher, and num_samples = every
     trial it will suggest (stable + cooldowns). Most expensive stable trials first.
     dirname: the experiment's trial_dirname_creator format (DIRNAME)."""
     order = {id(t): i for i, t in enumerate(longest_first([f.stable for f in families]))}
-    searcher = WsdSearcher(sorted(families, key=lambda f: order[id(f.stable)]), exp_dir, dirname)
+    searcher = WsdSearcher(sorted(families, key=lambda f: order[id(f.stable)]), dirname)
     return {"search_alg": searcher, "num_samples": searcher.total_trials}

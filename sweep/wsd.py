@@ -2,10 +2,12 @@
 
 Ray's grid_search cannot express "start this trial from that trial's checkpoint once it
 exists", and search algorithms do not combine with grid_search; a Searcher can: it suggests
-every stable trial first, and when a stable trial reports a fork milestone together with its
-checkpoint (`checkpoint_dir_name` in the result), it queues that step count's cooldown trial
-with `fork_from` = the checkpoint's directory in the experiment's storage. `suggest` returns the
-queued configs, None while waiting for a fork, and FINISHED once no more can come.
+every stable trial first, and when a stable trial reports a fork milestone (each milestone
+report carries its checkpoint), it queues that step count's cooldown trial with `fork_from` =
+the stable trial's directory name, relative to the experiment: the cooldown loads the checkpoint
+at its fork step from there (trainables/storage.py), so an experiment directory that was moved
+or copied resumes where it is. `suggest` returns the queued configs, None while waiting for a
+fork, and FINISHED once no more can come.
 
 Checkpoints: a fork checkpoint must outlive the wait for its cooldown to start (which may be
 long on a busy cluster). The simple, correct choice made here: WSD experiments keep every
@@ -14,9 +16,8 @@ milestones that is k fork checkpoints per stable trial + one per cooldown: 2k pe
 config), the same order as cosine's k trials x up to 2 kept.
 
 The searcher's state (what is queued, which trial is which) is saved with Tune's experiment
-checkpoint, so `Tuner.restore` continues it. A restored stable trial re-sends its last report
-(trainables/train.py); a fork already queued is not queued twice. Limits: the fork paths are
-absolute (an experiment moved before all cooldowns started cannot find them); a stable trial
+checkpoint, so `Tuner.restore` continues it. A restored stable trial re-sends its milestone
+reports (trainables/train.py); a fork already queued is not queued twice. Limit: a stable trial
 that fails for good (max_failures spent) abandons its not-yet-forked cooldowns, and FINISHED
 is final for Tune, so a later `--resume` does not bring them back: rerun under a new --name.
 """
@@ -28,21 +29,23 @@ from types import SimpleNamespace
 
 from ray.tune.search import Searcher
 
+from search_spaces.metric_names import MILESTONE, STEP
+
 logger = logging.getLogger(__name__)
 
 # This module is pickled by value into tuner.pkl (sweep.launch.portable_pickles): it imports
-# only Ray and the standard library, and the searcher keeps plain-data state. Ordering the
-# families (which needs the FLOPs model) is sweep/schedule.py's wsd_search, which is not pickled.
+# only Ray, the standard library and two metric names (plain strings), and the searcher keeps
+# plain-data state. Ordering the families (which needs the FLOPs model) is sweep/schedule.py's
+# wsd_search, which is not pickled.
 # The trial directory name of a WSD experiment (a str.format pattern: see sweep/launch.py).
 DIRNAME = ("{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][steps]}_"
                    "{0.config[trial][wsd_phase]}_s{0.config[trial][seed]}_{0.trial_id}")
 
 
 class WsdSearcher(Searcher):
-    def __init__(self, families: list, exp_dir: str, dirname: str = DIRNAME):
+    def __init__(self, families: list, dirname: str = DIRNAME):
         """families: search_spaces.wsd.WsdFamily list."""
         super().__init__()
-        self.exp_dir = exp_dir.rstrip("/")
         self.dirname = dirname
         # plain dicts only: the state pickles without our classes and compares in tests; each
         # cooldown's fork step (search_spaces.trial.wsd_fork_step) is computed here, once
@@ -77,15 +80,16 @@ class WsdSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         fam, phase = self.trials.get(trial_id, (None, None))
-        # a restored trial re-sends its last report naming the checkpoint it resumed from: the
-        # driver may never have seen that checkpoint's own report (trainables/train.py)
-        ckpt_dir = result.get("checkpoint_dir_name") or result.get("resumed_checkpoint")
-        if phase != "stable" or not ckpt_dir or not result.get("milestone"):
+        # every milestone report of a stable trial comes with its checkpoint (trainables/train.py),
+        # re-sent ones too: a restored trial re-reports its history, including milestones whose
+        # own reports the driver never saw
+        if phase != "stable" or not result.get(MILESTONE):
             return
-        step = int(result["step"])
+        step = int(result[STEP])
         stable = self.families[fam]["stable"]
-        trial_dir = self.dirname.format(SimpleNamespace(config={"trial": stable}, trial_id=trial_id))
-        fork_from = f"{self.exp_dir}/{trial_dir}/{ckpt_dir}"
+        # the stable trial's directory, relative to the experiment: the cooldown picks the
+        # checkpoint at its fork step there (trainables/storage.py), wherever the experiment is now
+        fork_from = self.dirname.format(SimpleNamespace(config={"trial": stable}, trial_id=trial_id))
         for c, fork_step in zip(self.families[fam]["cooldowns"], self.families[fam]["fork_steps"]):
             key = (fam, c["steps"])
             if key in self.forked or fork_step != step:
@@ -111,7 +115,7 @@ class WsdSearcher(Searcher):
     # -- Tune's experiment checkpoint -----------------------------------------------------------
     def get_state(self) -> dict:
         return {k: getattr(self, k) for k in
-                ("exp_dir", "dirname", "families", "stable_queue", "ready", "forked", "trials", "open", "abandoned")}
+                ("dirname", "families", "stable_queue", "ready", "forked", "trials", "open", "abandoned")}
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)

@@ -1,4 +1,4 @@
-"""Bad input to the two CLIs (issue 8, case 7): every case exits 2 with ONE line on stderr
+"""Bad input to the two CLIs: every case exits 2 with ONE line on stderr
 (`error: ...`, no traceback), starts nothing, and leaves every file it could touch as it was.
 
 Each case runs the real command in a subprocess against one shared fixture tree: a storage
@@ -15,8 +15,10 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -77,13 +79,48 @@ def tree(tmp_path_factory):
     (fit / "few.csv").write_text("N,C,L\n1e6,1e15,3.0\n2e6,2e15,2.8\n")
     (fit / "fresh.csv").write_text("N,C,L\n1e6,1e15,3.0\n2e6,2e15,2.8\n")  # no earlier fresh_analysis/
     (fit / "nan.csv").write_text("N,C,L\n" + "".join(f"{n:g},{c:g},nan\n" for n in (1e6, 2e6, 4e6) for c in (1e15, 1e16)))
-    # one model size is fitted as L(D) (issue 12); with only 2 distinct D values it still cannot be
+    # one model size is fitted as L(D); with only 2 distinct D values it still cannot be
     (fit / "one_size.csv").write_text("N,C,L\n" + "".join(f"1e6,{c:.3e},{2 + 10 / c ** 0.1 + 1e-3 * i:.6f}\n"
                                                          for i, c in enumerate((1e14, 1e17) * 4)))
     for stem in ("few", "nan", "one_size"):  # earlier analyses must survive a failed one
         (fit / f"{stem}_analysis").mkdir()
         (fit / f"{stem}_analysis" / "report.md").write_text("an earlier report\n")
+    (fit / "no_group.csv").write_text("N,C,L,G\n" + "".join(f"{n:g},{c:g},{2 + 1e3 / n ** 0.3 + 1e3 / c ** 0.1:.5f},\n"
+                                                          for n in (1e6, 2e6, 4e6) for c in (1e15, 1e16, 1e17)))
+    experiments(fit)
+    (root / "cwd").mkdir()  # the commands run here: a stray write to the current directory shows up too
     return root
+
+
+def experiments(fit: Path) -> None:
+    """Fitting inputs shaped like a Ray experiment: one with a result.json value of the wrong type,
+    and a good one whose directory cannot be written to (where the platform lets a test do that)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from synthetic_experiment import write_experiment
+
+    bad = write_experiment(fit / "bad_types", seeds=1)
+    victim = sorted(bad.glob("*/result.json"))[0]
+    rows = [json.loads(line) for line in victim.read_text().splitlines()]
+    rows[1]["eval_loss"] = str(rows[1]["eval_loss"])  # a number written as text
+    victim.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_experiment(fit / "locked", seeds=1)
+
+
+@pytest.fixture(scope="module")
+def locked_experiment(tree):
+    """tree/fit/locked made unwritable for the test (chattr +i as root, who ignores mode bits)."""
+    path = tree / "fit" / "locked"
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot make a directory unwritable for root here (no chattr)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
 
 
 def state(root: Path) -> dict:
@@ -145,7 +182,7 @@ CASES = [
                         "--bootstrap", "5"], "no rows with finite"),
     ("fit-one-model-size", ["-m", "fitting", "csv", "{root}/fit/one_size.csv", "--n", "N", "--c", "C", "--loss", "L",
                             "--bootstrap", "5"], "only 2 distinct data sizes (D); exponent beta is not identifiable"),
-    # issue 13: empty or duplicate list entries, names that are not plain, senseless counts,
+    # empty or duplicate list entries, names that are not plain, senseless counts,
     # non-finite numbers, absurd requests, fitting paths that do not exist, --out that is a file
     ("configs-empty", [*NARROW, "--configs", ""], "--configs '' has an empty entry"),
     ("configs-comma", [*NARROW, "--configs", ","], "--configs ',' has an empty entry"),
@@ -179,6 +216,31 @@ CASES = [
                                        "--loss", "L", "--bootstrap", "5"], "need at least"),
     ("fit-missing-column", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "params", "--c", "C", "--loss", "L"],
      "params"),
+    # values no trial can use, names and addresses that are empty or too long, grids of
+    # absurd size, storage that does not answer; the fitting CLI's seeds, outputs and inputs
+    ("seed-too-large", [*NARROW, "--seed", "4294967296"], "--seed 4294967296: seeds run from --seed to --seed + "
+     "--seeds - 1 and must stay <= 4294967295"),
+    ("seeds-past-the-seed-range", [*NARROW, "--seed", "4294967295", "--seeds", "2"], "must stay <= 4294967295"),
+    ("name-too-long", [*NARROW, "--name", "n" * 300], "--name is 300 characters long; at most 100"),
+    ("address-empty", [*NARROW, "--address", ""], "--address is empty"),
+    ("dashboard-host-not-here", [*NARROW, "--dashboard", "--dashboard-host", "203.0.113.7"],
+     "--dashboard-host '203.0.113.7': this machine cannot listen there"),
+    ("dashboard-host-unknown", [*NARROW, "--dashboard", "--dashboard-host", "no-such-host.invalid"],
+     "--dashboard-host 'no-such-host.invalid': this machine cannot listen there"),
+    ("storage-unreachable-bucket", [*NARROW, "--storage-path", "s3://no-such-bucket-for-this-test/res"],
+     "storage s3://no-such-bucket-for-this-test/res is not reachable"),
+    ("seeds-absurd-dry-run", ["--grid", "smoke", "--seeds", "100000", "--dry-run"],
+     "this grid has 1,800,000 trials (100,000 seeds); more than 5,000 is refused"),
+    ("fit-seed-negative", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "N", "--c", "C", "--loss", "L",
+                           "--seed=-1"], "--seed must be >= 0, got -1"),
+    ("fit-out-empty", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "N", "--c", "C", "--loss", "L", "--out", ""],
+     "--out is empty"),
+    ("fit-out-unwritable", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "N", "--c", "C", "--loss", "L",
+                            "--out", "/sys/analysis"], "cannot write the analysis to /sys/analysis"),
+    ("fit-group-column-empty", ["-m", "fitting", "csv", "{root}/fit/no_group.csv", "--n", "N", "--c", "C", "--loss", "L",
+                                "--group", "G", "--bootstrap", "5"], "column 'G' (--group) is empty in 9 of 9 rows"),
+    ("fit-result-wrong-type", ["-m", "fitting", "{root}/fit/bad_types", "--bootstrap", "5"],
+     "result.json: row 2: 'eval_loss' is '"),
 ]
 
 
@@ -188,13 +250,41 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(tree, argv, expected):
     expected = expected.replace("{root}", str(tree))
     if argv[0] != "-m":  # the study CLI; the storage path is the fixture's unless the case names one
         argv = [str(ROOT / "tune_scaling.py"), "--storage-path", str(tree / "store"), *argv]
+    check_refused(tree, argv, expected)
+
+
+def check_refused(tree: Path, argv: list[str], expected: str, env_extra: dict | None = None) -> None:
     before = state(tree)
-    env = dict(os.environ, RAY_TMPDIR=str(tree / "ray_tmp_unused"),  # nothing may start Ray here
-               HF_HUB_CACHE=str(tree / "hf_cache_unused"))  # an empty Hugging Face cache, never created
-    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    env = {**os.environ, "RAY_TMPDIR": str(tree / "ray_tmp_unused"),  # nothing may start Ray here
+           "HF_HUB_CACHE": str(tree / "hf_cache_unused"),  # an empty Hugging Face cache, never created
+           "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    proc = subprocess.run([sys.executable, *argv], cwd=tree / "cwd", env=env, capture_output=True, text=True,
+                          timeout=180, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
     assert expected in lines[0], lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert state(tree) == before, "a rejected command changed files"
+
+
+def test_an_unwritable_experiment_directory_is_one_line_for_the_fitting(tree, locked_experiment):
+    check_refused(tree, ["-m", "fitting", str(locked_experiment), "--bootstrap", "5"],
+                  f"cannot write the analysis to {locked_experiment}/analysis")
+
+
+def test_more_gpus_per_trial_than_the_cluster_has_is_refused_before_launch(tree, tmp_path):
+    """Needs Ray's own count of the cluster: Ray starts (in a private temp dir) and stops again;
+    the storage stays as it was and no trial is ever pending."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    argv = [str(ROOT / "tune_scaling.py"), *NARROW, "--storage-path", str(tree / "store"), "--name", "gpu",
+            "--gpus-per-trial", "1"]
+    raytmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths
+    try:
+        check_refused(tree, argv, "--gpus-per-trial 1: the Ray cluster has 0 GPU(s) in all, so no trial could ever start",
+                      env_extra={"RAY_TMPDIR": raytmp})
+    finally:
+        shutil.rmtree(raytmp, ignore_errors=True)

@@ -170,3 +170,28 @@ def test_missing_experiment_dir_is_a_fit_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fitting", str(tmp_path / "nope")], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_trained_twice_is_named_and_dropped(tmp_path):
+    """Two drivers on one experiment (before the driver lock) trained every trial twice, in
+    directories of their own: the fits keep one copy of each run and list every other copy."""
+    import shutil
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
+    from synthetic_experiment import write_experiment
+
+    exp = write_experiment(tmp_path / "exp", seeds=2)
+    original, none = load_experiment(exp)
+    assert none == []
+    twins = {}
+    for i, d in enumerate(sorted(p for p in exp.iterdir() if p.is_dir())[:7]):
+        copy = exp / f"{d.name}_again"
+        shutil.copytree(d, copy)
+        rows = [json.loads(line) for line in (copy / "result.json").read_text().splitlines()]
+        twins[f"zz{i}"] = rows[0]["trial_id"]
+        (copy / "result.json").write_text("".join(json.dumps({**r, "trial_id": f"zz{i}"}) + "\n" for r in rows))
+    points, dropped = load_experiment(exp)
+    assert sorted(d["run_id"] for d in dropped) == sorted(twins)  # kept: the first trial id of equals
+    for d in dropped:
+        assert d["reason"].startswith(f"duplicate of trial {twins[d['run_id']]} (same variant, config, steps, seed")
+    pd.testing.assert_frame_equal(points, original)

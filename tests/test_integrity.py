@@ -1,5 +1,5 @@
-"""Experiments any Ray client can read, and storage that is not trusted blindly (issue 13, items
-3 and 4): sweep/integrity.py, the portable pickles of sweep/launch.py and sweep/wsd.py.
+"""Experiments any Ray client can read, and storage that is not trusted blindly:
+sweep/integrity.py, the portable pickles of sweep/launch.py and sweep/wsd.py.
 
 One tiny real sweep (1 trial) is shared by the tests: plain Ray reads it in a subprocess whose
 sys.path lacks the project; a tampered tuner.pkl is refused on --resume before it is unpickled.
@@ -103,7 +103,7 @@ def test_wsd_searcher_unpickles_without_the_project():
 
     families = wsd_families(expand("smoke", configs=["T1-T1"], variants=["baseline"], steps=[20, 40]), 0.25)
     portable_pickles()
-    blob = ray.cloudpickle.dumps(WsdSearcher(families, "/exp"))
+    blob = ray.cloudpickle.dumps(WsdSearcher(families))
     code = f"""
 import pickle, sys
 s = pickle.loads({blob!r})
@@ -111,7 +111,7 @@ first = s.suggest("a")["trial"]
 assert first["wsd_phase"] == "stable" and s.suggest("b") is None
 s.on_trial_result("a", {{"step": 15, "milestone": True, "checkpoint_dir_name": "checkpoint_000000"}})
 cool = s.suggest("c")["trial"]
-assert cool["fork_from"] == "/exp/baseline_T1-T1_30_stable_s0_a/checkpoint_000000", cool["fork_from"]
+assert cool["fork_from"] == "baseline_T1-T1_30_stable_s0_a", cool["fork_from"]
 assert not [m for m in sys.modules if m.split(".")[0] in ("sweep", "search_spaces")]
 print("ok")
 """
@@ -168,19 +168,69 @@ def test_record_and_problems_on_a_directory(tmp_path):
     (tmp_path / "t1" / "result.json").write_text("{}")  # plain JSON: not a state file
     (tmp_path / "analysis").mkdir()
     (tmp_path / "analysis" / "x.pkl").write_bytes(b"ours")
+    assert integrity.state_files(str(tmp_path)) == ["t1/params.pkl", "tuner.pkl"]
     assert integrity.problems(str(tmp_path)) == ["study.json has no SHA-256 record of the experiment state"]
-    integrity.record(str(tmp_path))
+    integrity.record_current(str(tmp_path))  # what --trust-storage does
     doc = json.loads((tmp_path / "study.json").read_text())
     assert doc["grid"] == "smoke" and sorted(doc["sha256"]) == ["t1/params.pkl", "tuner.pkl"]
     assert integrity.problems(str(tmp_path)) == []
     (tmp_path / "t1" / "params.pkl").write_bytes(b"c")
     assert integrity.problems(str(tmp_path)) == ["t1/params.pkl changed"]
-    # the driver's newer copies (storage may lag them): every one of the last KEEP is accepted
-    rec = integrity.read_record(str(tmp_path))
-    for content in (b"c", b"d", b"e", b"f"):
-        integrity.accept(rec, "t1/params.pkl", integrity.hashlib.sha256(content).hexdigest())
-    integrity.write_record(str(tmp_path), rec)
-    assert integrity.problems(str(tmp_path)) == [] and len(rec["t1/params.pkl"]) == integrity.KEEP
     (tmp_path / "t1" / "params.pkl").unlink()  # a missing file runs nothing: not refused
     (tmp_path / "t1" / "error.pkl").write_bytes(b"x")
     assert integrity.problems(str(tmp_path)) == ["t1/error.pkl is not one this tool wrote"]
+
+
+def test_the_storage_layer_records_before_it_writes_and_checks_what_it_reads(tmp_path, monkeypatch):
+    """sweep.integrity.verified_filesystem, the storage_filesystem the driver hands Ray: a state
+    file's hash is in study.json before the file is replaced; a read hands over exactly the bytes
+    it checked; Ray's uploads of study.json are dropped; pickled, it is a plain LocalFileSystem."""
+    import pyarrow.fs
+
+    from sweep import integrity
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "study.json").write_text(json.dumps({"grid": "smoke", "trials": []}))
+    fs = integrity.verified_filesystem(str(exp))
+    seen = []  # (the record, the file on disk) at the moment each write replaces the file
+    real_replace = os.replace
+
+    def watch(src, dst):
+        if str(dst).endswith(".pkl"):
+            seen.append((integrity.read_record(str(exp)).get("tuner.pkl"), Path(dst).read_bytes() if Path(dst).exists() else None))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(integrity.os, "replace", watch)
+    for content in (b"\x80v1.", b"\x80v2."):
+        with fs.open_output_stream(str(exp / "tuner.pkl")) as f:
+            f.write(content)
+    sha = integrity.sha256
+    assert seen == [([sha(b"\x80v1.")], None), ([sha(b"\x80v1."), sha(b"\x80v2.")], b"\x80v1.")]  # killed at either instant: it passes
+    with fs.open_output_stream(str(exp / "study.json")) as f:  # Ray's stale copy of study.json
+        f.write(b"{}")
+    assert integrity.read_record(str(exp))["tuner.pkl"][-1] == sha(b"\x80v2.")
+    assert integrity.problems(str(exp)) == []
+    with fs.open_input_file(str(exp / "tuner.pkl")) as f:
+        assert f.read() == b"\x80v2."
+    monkeypatch.setattr(integrity.os, "replace", real_replace)
+    (exp / "tuner.pkl").write_bytes(b"\x80evil.")  # not through the storage layer: never recorded
+    with pytest.raises(integrity.StateRefused, match="tuner.pkl changed since this tool recorded it"):
+        fs.open_input_stream(str(exp / "tuner.pkl"))
+    (tmp_path / "down").mkdir()
+    with pytest.raises(integrity.StateRefused, match="tuner.pkl changed"):  # also inside pyarrow's copy
+        pyarrow.fs.copy_files(str(exp), str(tmp_path / "down"), source_filesystem=fs)
+    assert type(pickle.loads(pickle.dumps(fs))) is pyarrow.fs.LocalFileSystem
+
+
+def test_a_damaged_state_file_is_found_without_unpickling_it():
+    from sweep import integrity
+
+    good = pickle.dumps({"a": 1})
+    assert integrity.damage("tuner.pkl", good) is None
+    assert "tuner.pkl is damaged (not a complete pickle file" in integrity.damage("tuner.pkl", good[:-3])
+    assert "is damaged" in integrity.damage("tuner.pkl", b"")
+    assert integrity.damage("experiment_state-x.json", b'{"a": 1}') is None
+    assert "not a complete JSON file" in integrity.damage("experiment_state-x.json", b'{"a": ')
+    # Ray writes search_gen_state-*.json as a pickle despite its name
+    assert integrity.damage("search_gen_state-x.json", good) is None

@@ -1,15 +1,19 @@
-"""Fault injection on whole sweeps (issue 8): the driver SIGKILLed three times and resumed, a
-trial process SIGKILLed mid-step, Ctrl-C, a diverging and an out-of-memory trial inside a
-sweep, a truncated checkpoint.
+"""Fault injection on whole sweeps: the driver SIGKILLed three times and
+resumed, a WSD sweep killed after its first fork checkpoint and resumed (in place, and after its
+directory was moved), two drivers on one experiment, a trial process SIGKILLed mid-step, Ctrl-C
+and SIGTERM, a diverging and an out-of-memory trial inside a sweep, a truncated checkpoint.
 
 Not repeated here (trial-level, tested elsewhere): the NaN / OOM error messages and a
 bit-identical retry after a raised error (tests/test_trainable.py), undecodable rows skipped
 and counted (tests/test_data.py).
 
-Every sweep is the same narrowed smoke grid with --deterministic: baseline T1-T1 for 20 and 60
-steps, milestones every 10 steps. A resumed trial must end with exactly (==) the losses of the
-uninterrupted run of those two trials in `fault_sweep`. What a trial did is read from Tune's
-experiment state (status), its checkpoints (manifest step) and its own
+Every kill happens at a known state, observed by polling the storage (a named checkpoint
+complete on disk, a trial TERMINATED in Ray's stored state), never after a random delay. The
+cosine sweeps are one narrowed smoke grid with --deterministic: baseline T1-T1 for 20 and 60
+steps, milestones every 10 steps; the WSD sweeps are baseline T1-T1 at 20 and 40 steps with
+cooldown fraction 0.25 (a 30-step stable trial forking at 15 and 30). A resumed trial must end
+with exactly (==) the losses of the uninterrupted run of the same trials. What a trial did is
+read from Tune's experiment state (status), its checkpoints (manifest step) and its own
 "[name] start: training from step k" line in the Ray worker logs, one per start: drivers run
 Ray under a private RAY_TMPDIR, so those logs are this module's alone (and no other process
 on the machine can attach to these clusters with --address auto).
@@ -20,7 +24,6 @@ import contextlib
 import io
 import json
 import os
-import random
 import re
 import shlex
 import shutil
@@ -36,7 +39,6 @@ import pytest
 from trainables import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED = int(os.environ.get("RELIABILITY_SEED", "8"))  # the random kill points; printed by the tests
 SHORT, LONG = 20, 60
 GRID = ["--grid", "smoke", "--schedule", "cosine", "--configs", "T1-T1", "--variants", "baseline", "--steps", f"{SHORT},{LONG}",
         "--milestones", "10,20,30,40,50", "--deterministic", "--seeds", "1"]
@@ -62,6 +64,13 @@ def session_members(sid: int) -> list[int]:
     return pids
 
 
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+    except OSError:
+        return f"{pid} (gone)"
+
+
 def kill_session(sid: int, timeout: float = 30.0) -> None:
     """SIGKILL every process of the session and wait until none is left."""
     deadline = time.monotonic() + timeout
@@ -77,10 +86,11 @@ def kill_session(sid: int, timeout: float = 30.0) -> None:
 class Driver:
     """`python tune_scaling.py ARGS` in a new session, output to a log file; always cleaned up."""
 
-    def __init__(self, argv: list[str], env: dict, log: Path):
+    def __init__(self, argv: list[str], env: dict, log: Path, delay: float = 0.0):
         self.raydir = Path(env["RAY_TMPDIR"]) / "ray"
         self.before = set(self.raydir.glob("session_2*"))
         self.log = log
+        time.sleep(delay)
         self.t0 = time.monotonic()
         with open(log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, str(ROOT / "tune_scaling.py"), *argv], cwd=ROOT, env=env,
@@ -116,6 +126,23 @@ class Driver:
         kill_session(self.proc.pid)
         self.proc.wait(timeout=30)
         return at
+
+    DRIVER_ONLY_GRACE = 30.0  # s for Ray's processes to end after their driver was SIGKILLed
+
+    def kill_driver_only(self) -> tuple[float, float, list[str]]:
+        """SIGKILL the driver process alone (what `kill -9 PID` or the OOM killer does) and wait
+        until no process of its session is left: (when it ran, how long the rest took to end, the
+        names of those still alive after DRIVER_ONLY_GRACE s, which are then killed)."""
+        at = self.elapsed
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        t0 = time.monotonic()
+        while session_members(self.proc.pid) and time.monotonic() - t0 < self.DRIVER_ONLY_GRACE:
+            time.sleep(0.2)
+        left = time.monotonic() - t0
+        survivors = [process_name(pid) for pid in session_members(self.proc.pid)]
+        kill_session(self.proc.pid)
+        return at, left, survivors
 
     def finish(self, timeout: float = RUN_TIMEOUT) -> int:
         try:
@@ -323,14 +350,13 @@ def test_out_of_memory_trial_fails_alone_with_a_suggestion(fault_sweep):
 # -- the driver SIGKILLed three times -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def killed_sweep(tmp_path_factory, ray_env):
-    """Launch, then SIGKILL the whole driver session at three points and re-run with --resume:
-      1. a random moment 0-8 s after the experiment directory appears (Ray may not have saved
-         any state yet, or trials are training);
-      2. 0-2 s after the 20-step trial is TERMINATED in the stored experiment state;
-      3. 0-0.5 s after the 60-step trial wrote two new checkpoints in this run; then its newest
-         complete checkpoint's trainer_state.pt is truncated to half (case 6);
+    """Launch, then SIGKILL at three known states and re-run with --resume each time:
+      1. the driver process alone, as soon as the 60-step trial's step-10 checkpoint is complete
+         on storage (Ray's own processes and the trial must then end with it);
+      2. the whole driver session, as soon as the 20-step trial is TERMINATED in Ray's stored state;
+      3. the whole session, as soon as the 60-step trial wrote two more checkpoints in this run;
+         then its newest complete checkpoint's trainer_state.pt is truncated to half (case 6);
     and a last --resume runs to the end. Returns what was seen at each kill."""
-    rng = random.Random(SEED)
     store = tmp_path_factory.mktemp("killed")
     exp = store / "killed"
     argv = [*GRID, "--no-fit", "--storage-path", str(store), "--name", "killed"]
@@ -343,21 +369,17 @@ def killed_sweep(tmp_path_factory, ray_env):
 
     # 1
     with Driver(argv, ray_env, logs / "run1.log") as d:
-        d.wait_for(lambda: (exp / "study.json").exists(), "experiment directory")
-        at = d.elapsed + rng.uniform(0, 8)
-        d.wait_for(lambda: d.elapsed >= at, "kill point 1")
-        kills.append({"trigger": "random after launch", "at_s": d.kill(), "seen": snapshot(exp)})
+        d.wait_for(lambda: newest(LONG) >= 10, "the 60-step trial's step-10 checkpoint")
+        at, left, survivors = d.kill_driver_only()
+        kills.append({"trigger": "60-step trial checkpointed step 10", "at_s": at, "seen": snapshot(exp),
+                      "left_after_s": left, "survivors": survivors})
         sessions.append(d.session())
     # 2
     with Driver([*argv, "--resume"], ray_env, logs / "run2.log") as d:
         d.wait_for(lambda: any(n.startswith(NAMES[SHORT] + "_") and s == "TERMINATED"
                                for n, s in stored_status(exp).items()), "20-step trial TERMINATED")
-        at = d.elapsed + rng.uniform(0, 2)
-        d.wait_for(lambda: d.elapsed >= at, "kill point 2")
-        kills.append({"trigger": "20-step trial finished", "at_s": d.kill(), "seen": snapshot(exp)})
+        kills.append({"trigger": "20-step trial TERMINATED", "at_s": d.kill(), "seen": snapshot(exp)})
         sessions.append(d.session())
-        first_resume = "launched afresh" if "was stopped before it started" in d.output() else "Tuner.restore"
-
     # 3
     start3 = kills[-1]["seen"][LONG]["newest"]
     target = min(start3 + 20, 50)
@@ -366,8 +388,6 @@ def killed_sweep(tmp_path_factory, ray_env):
         # the trial to start in this run too, else the next run is not the one it restarts in
         d.wait_for(lambda: d.trial_started(NAMES[LONG]) and newest(LONG) >= target,
                    f"60-step trial started and checkpointed step {target}")
-        at = d.elapsed + (rng.uniform(0, 0.5) if start3 < 50 else 0.0)  # from 50 it soon finishes
-        d.wait_for(lambda: d.elapsed >= at, "kill point 3")
         kills.append({"trigger": f"60-step trial checkpointed step {target}", "at_s": d.kill(), "seen": None})
         sessions.append(d.session())
     corrupted = None
@@ -384,14 +404,23 @@ def killed_sweep(tmp_path_factory, ray_env):
         rc = d.finish()
         final_output = d.output()
         sessions.append(d.session())
-    record = {"seed": SEED, "first_resume": first_resume, "kills": kills, "sessions": sessions, "corrupted": corrupted, "rc": rc,
+    record = {"kills": kills, "sessions": sessions, "corrupted": corrupted, "rc": rc,
               "output": final_output, "exp": exp, "final": snapshot(exp), "status": stored_status(exp)}
-    print(f"\nkilled_sweep seed {SEED} (resume after kill 1: {first_resume}): " + "; ".join(
+    print("\nkilled_sweep: " + "; ".join(
         f"kill {i + 1} ({k['trigger']}) at {k['at_s']:.1f} s: "
         + ", ".join(f"{s}-step {v['status']} newest ckpt {v['newest']}" for s, v in k["seen"].items())
         for i, k in enumerate(kills)) + f"; corrupted {corrupted}; starts per run "
         + str([starts(s) for s in sessions[1:]]))
     return record
+
+
+@pytest.mark.slow
+def test_ray_processes_end_with_a_sigkilled_driver(killed_sweep):
+    """Kill 1 hit the driver process alone: its Ray processes (GCS, raylet, the dashboard and
+    runtime-env agents, the trial's worker) were all gone soon after (Driver.kill_driver_only
+    polls the driver's session; without the watchdog two agents stayed ~60 s)."""
+    kill = killed_sweep["kills"][0]
+    assert kill["left_after_s"] < Driver.DRIVER_ONLY_GRACE and not kill["survivors"], kill["survivors"]
 
 
 @pytest.mark.slow
@@ -402,6 +431,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(killed_sweep, f
     (0: none yet); the per-milestone losses equal the uninterrupted run's."""
     rec = killed_sweep
     assert rec["rc"] == 0, rec["output"][-4000:]
+    assert "ended without releasing it: taking over" in rec["output"]  # kill 3's driver held the lock
     assert set(rec["status"].values()) == {"TERMINATED"} and len(rec["status"]) == 2
     for i, kill in enumerate(rec["kills"]):
         later = [starts(s) for s in rec["sessions"][i + 1:]]
@@ -431,18 +461,23 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(killed_sweep, fault
     assert milestone_losses(trial_dirs(killed_sweep["exp"])[LONG]) == fault_sweep["reference"][LONG]
 
 
-# -- Ctrl-C ---------------------------------------------------------------------------------------
+# -- Ctrl-C and SIGTERM ------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_ctrl_c_stops_gracefully_and_prints_the_resume_command(tmp_path, ray_env, fault_sweep):
-    """SIGINT to the driver's process group (what a terminal's Ctrl-C does) once the 60-step trial
-    has checkpointed step 20: exit 130 and `interrupted: resume with: python tune_scaling.py ...
-    --resume`; that exact command completes the experiment with the uninterrupted losses."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_gracefully_and_prints_the_resume_command(how, tmp_path, ray_env, fault_sweep):
+    """SIGINT to the driver's process group (what a terminal's Ctrl-C does), or SIGTERM to the
+    driver (kill PID, a batch scheduler), once the 60-step trial has checkpointed step 20: exit 130
+    and `interrupted: resume with: python tune_scaling.py ... --resume`; that exact command
+    completes the experiment with the uninterrupted losses."""
     exp = tmp_path / "ctrlc"
     argv = [*GRID, "--no-fit", "--storage-path", str(tmp_path), "--name", "ctrlc"]
     with Driver(argv, ray_env, tmp_path / "run1.log") as d:
         d.wait_for(lambda: LONG in trial_dirs(exp) and max(complete_checkpoints(trial_dirs(exp)[LONG]), default=0) >= 20,
                    "a step-20 checkpoint")
-        os.killpg(d.proc.pid, signal.SIGINT)
+        if how == "ctrl-c":
+            os.killpg(d.proc.pid, signal.SIGINT)
+        else:
+            os.kill(d.proc.pid, signal.SIGTERM)
         rc = d.finish(timeout=120)
         out = d.output()
     assert rc == 130, out[-3000:]
@@ -461,33 +496,151 @@ def test_ctrl_c_stops_gracefully_and_prints_the_resume_command(tmp_path, ray_env
         assert milestone_losses(trial_dirs(exp)[steps]) == fault_sweep["reference"][steps]
 
 
-# -- a driver killed before Ray saved anything ------------------------------------------------------
-class _RayStarted(Exception):
-    pass
-
-
-def test_resume_of_a_launch_killed_before_ray_saved_state_starts_it(tmp_path, monkeypatch, capsys):
+# -- a driver killed before Ray saved anything; an experiment without Ray's state ------------------
+def test_what_an_existing_directory_means(tmp_path):
     """Only study.json exists (killed between writing it and Ray's first experiment snapshot):
-    --resume launches the experiment instead of refusing a 'non-Ray' directory; a directory whose
-    study.json is another grid's is still refused."""
-    import ray
-
+    --resume launches it again instead of refusing a 'non-Ray' directory; a directory whose
+    study.json is another grid's is refused; an experiment that ran but has lost Ray's tuner.pkl
+    is refused, never trained again beside its own results. Read-only: no Ray starts."""
     from search_spaces.errors import ConfigError
-    from sweep.experiment import MANIFEST
-    from sweep.launch import run_sweep
+    from sweep.experiment import MANIFEST, RELAUNCH, decide
+    from sweep.launch import prepare
     from tune_scaling import build_trials, parse_args
 
-    def fake_init(**kwargs):
-        raise _RayStarted
-
-    monkeypatch.setattr(ray, "init", fake_init)
     args = parse_args([*GRID, "--no-fit", "--storage-path", str(tmp_path), "--name", "early", "--resume"])
-    trials = build_trials(args)
-    (tmp_path / "early").mkdir()
-    (tmp_path / "early" / MANIFEST).write_text(json.dumps({"grid": "smoke", "trials": [t.to_dict() for t in trials]}))
-    with pytest.raises(_RayStarted):
-        run_sweep(args, trials)
-    assert "was stopped before it started: launching it" in capsys.readouterr().out
-    (tmp_path / "early" / MANIFEST).write_text(json.dumps({"grid": "phase1", "trials": []}))
+    storage, exp, _, trials, manifest = prepare(args, build_trials(args))
+    Path(exp).mkdir()
+    (Path(exp) / MANIFEST).write_text(json.dumps(manifest))
+    assert decide(args, storage, exp, manifest) == RELAUNCH
+    (Path(exp) / MANIFEST).write_text(json.dumps({"grid": "phase1", "trials": []}))
     with pytest.raises(ConfigError, match="exists but is not a Ray Tune experiment"):
-        run_sweep(args, trials)
+        decide(args, storage, exp, manifest)
+    (Path(exp) / MANIFEST).write_text(json.dumps(manifest))
+    (Path(exp) / "baseline_T1-T1_20_s0_abc").mkdir()
+    (Path(exp) / "baseline_T1-T1_20_s0_abc" / "result.json").write_text('{"step": 20}\n')
+    before = sorted(p.name for p in Path(exp).rglob("*"))
+    with pytest.raises(ConfigError, match="has run but Ray's tuner.pkl is missing, so it cannot be resumed"):
+        decide(args, storage, exp, manifest)
+    assert sorted(p.name for p in Path(exp).rglob("*")) == before
+
+
+# -- WSD: a driver killed after the first fork checkpoint ---------------------------------------------
+WSD_GRID = ["--grid", "smoke", "--schedule", "wsd", "--configs", "T1-T1", "--variants", "baseline", "--steps", "20,40",
+            "--cooldown-frac", "0.25", "--deterministic", "--seeds", "1", "--no-fit"]
+WSD_NAMES = ("baseline_T1-T1_30_stable_s0", "baseline_T1-T1_20_cooldown_s0", "baseline_T1-T1_40_cooldown_s0")
+
+
+def wsd_trials(exp: Path) -> dict[str, Path]:
+    """trial name (without Ray's id) -> its directory."""
+    return {d.name.rsplit("_", 1)[0]: d for d in exp.iterdir() if d.is_dir() and (d / "params.json").exists()}
+
+
+def wsd_losses(exp: Path) -> dict[str, dict]:
+    return {name: milestone_losses(d) for name, d in wsd_trials(exp).items()}
+
+
+@pytest.fixture(scope="module")
+def wsd_reference(tmp_path_factory, ray_env):
+    """The uninterrupted WSD run: the losses every resumed WSD run must end with."""
+    store = tmp_path_factory.mktemp("wsd_ref")
+    with Driver([*WSD_GRID, "--storage-path", str(store), "--name", "ref"], ray_env, store / "run.log") as d:
+        assert d.finish() == 0, d.output()[-4000:]
+    losses = wsd_losses(store / "ref")
+    assert sorted(losses) == sorted(WSD_NAMES) and all(losses.values()), losses
+    return losses
+
+
+def killed_at_first_fork(store: Path, ray_env, name: str) -> dict:
+    """Launch the WSD sweep and SIGKILL its whole session as soon as the stable trial's step-15
+    checkpoint (the 20-step cooldown's fork point) is complete on storage."""
+    exp = store / name
+    store.mkdir(parents=True, exist_ok=True)
+
+    def fork_checkpoint() -> bool:
+        stable = wsd_trials(exp).get(WSD_NAMES[0]) if exp.is_dir() else None
+        return stable is not None and 15 in complete_checkpoints(stable)
+
+    with Driver([*WSD_GRID, "--storage-path", str(store), "--name", name], ray_env, store / f"{name}_run1.log") as d:
+        d.wait_for(fork_checkpoint, "the stable trial's checkpoint at its first fork step (15)")
+        d.kill()
+        session = d.session()
+    return {"exp": exp, "status": stored_status(exp), "starts": starts(session)}
+
+
+def resume_wsd(store: Path, name: str, ray_env, log: Path) -> dict:
+    with Driver([*WSD_GRID, "--storage-path", str(store), "--name", name, "--resume"], ray_env, log) as d:
+        rc = d.finish()
+        return {"rc": rc, "output": d.output(), "starts": starts(d.session())}
+
+
+@pytest.mark.slow
+def test_wsd_sweep_killed_after_its_first_fork_checkpoint_resumes(tmp_path, ray_env, wsd_reference):
+    """Before: the resumed stable trial overwrote checkpoint_000000 (its fork point) and the
+    cooldown failed three times ('fork_from ... is at step 30, its fork point is step 15')."""
+    killed = killed_at_first_fork(tmp_path, ray_env, "wsd")
+    assert killed["status"].get(next(n for n in killed["status"] if n.startswith(WSD_NAMES[0]))) != "TERMINATED"
+    run = resume_wsd(tmp_path, "wsd", ray_env, tmp_path / "run2.log")
+    assert run["rc"] == 0, run["output"][-4000:]
+    assert "interrupted" not in run["output"]
+    assert sorted(stored_status(killed["exp"]).values()) == ["TERMINATED"] * 3
+    assert run["starts"][WSD_NAMES[0]] == [15]  # the stable trial continued from its fork checkpoint
+    assert wsd_losses(killed["exp"]) == wsd_reference
+    stable = wsd_trials(killed["exp"])[WSD_NAMES[0]]
+    assert sorted(complete_checkpoints(stable)) == [15, 30]  # both fork points kept, none overwritten
+
+
+@pytest.mark.slow
+def test_wsd_sweep_resumes_after_its_directory_was_moved(tmp_path, ray_env, wsd_reference):
+    """Killed at the same point, the experiment directory moved to another storage path and name,
+    resumed there: every trial (the cooldowns created only now included) runs in the new place,
+    with the uninterrupted losses; nothing is written at the old path; the live plot is drawn in
+    the new directory. Before: cooldowns failed 'CheckpointCorrupt ... is missing' (absolute fork
+    paths) and new trials and the plot went to the old path."""
+    killed = killed_at_first_fork(tmp_path / "a", ray_env, "wsd")
+    moved = tmp_path / "b" / "moved"
+    moved.parent.mkdir()
+    shutil.move(killed["exp"], moved)
+    (moved / "live_scaling.png").unlink(missing_ok=True)
+    run = resume_wsd(moved.parent, "moved", ray_env, tmp_path / "run2.log")
+    assert run["rc"] == 0, run["output"][-4000:]
+    assert "interrupted" not in run["output"]
+    assert not killed["exp"].exists(), sorted(p.name for p in killed["exp"].rglob("*"))
+    assert sorted(stored_status(moved).values()) == ["TERMINATED"] * 3
+    assert sorted(wsd_trials(moved)) == sorted(WSD_NAMES)
+    assert wsd_losses(moved) == wsd_reference
+    assert (moved / "live_scaling.png").is_file()
+    from sweep import integrity
+
+    assert integrity.problems(str(moved)) == []  # the record follows the moved directory's own files
+
+
+# -- two drivers on one experiment -----------------------------------------------------------------
+@pytest.mark.slow
+def test_a_second_driver_on_the_same_experiment_exits_2_and_nothing_trains_twice(tmp_path, ray_env):
+    """Two drivers started 1 s apart with the same --name, and a third with --resume once the
+    running one's trial has checkpointed: exactly one driver runs the sweep, each other one exits 2
+    with one line naming the holder; the trial trains once, in one directory (the running driver
+    is then stopped: a long trial keeps it busy while the third one starts)."""
+    argv = [*GRID, "--steps", "400", "--milestones", "10", "--no-fit", "--storage-path", str(tmp_path), "--name", "two"]
+    exp = tmp_path / "two"
+    raydir = Path(ray_env["RAY_TMPDIR"]) / "ray"
+    before = set(raydir.glob("session_2*"))
+    with Driver(argv, ray_env, tmp_path / "a.log") as a, Driver(argv, ray_env, tmp_path / "b.log", delay=1.0) as b:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while a.proc.poll() is None and b.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        loser, winner = (a, b) if a.proc.poll() is not None else (b, a)
+        assert loser.finish() == 2, loser.output()[-3000:]
+        name = "baseline_T1-T1_400_s0"
+        winner.wait_for(lambda: any(complete_checkpoints(d) for d in exp.glob(f"{name}_*")), "the running trial's checkpoint")
+        with Driver([*argv, "--resume"], ray_env, tmp_path / "c.log") as c:
+            assert c.finish() == 2, c.output()[-3000:]
+        assert winner.proc.poll() is None  # still running: the refusals above met a live driver
+        sessions = sorted(set(raydir.glob("session_2*")) - before)
+        started = [starts(s).get(name, []) for s in sessions]
+    for refused in (loser, c):
+        errors = [line for line in refused.output().splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and f"is in use by another driver (pid {winner.proc.pid} on host" in errors[0], \
+            refused.output()[-3000:]
+    assert [s for s in started if s] == [[0]], started  # one start, from step 0, in one Ray session
+    assert len([d for d in exp.iterdir() if d.is_dir() and d.name.startswith("baseline_")]) == 1

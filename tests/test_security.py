@@ -1,11 +1,21 @@
-"""Security properties of the tool (issue 8, case 8): the dashboard binds to loopback unless a
-host is given, Ray's token auth is never turned off, checkpoints never unpickle code (ours or
-DeepSpeed's files), and the code base has no eval/exec. No Ray is started here."""
+"""Security properties of the tool: the dashboard binds to loopback
+unless a host is given, Ray's token auth is never turned off, checkpoints never unpickle code
+(ours or DeepSpeed's files), the code base has no eval/exec, and a hostile experiment state file
+never runs: not one swapped in while the sweep runs (it is never recorded), not one swapped in
+after the driver's check (the storage layer checks the very bytes Ray reads). Those two start
+Ray: one short sweep in a subprocess, two resumes in this process."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -66,27 +76,44 @@ def test_dashboard_binds_to_loopback_unless_a_host_is_given(tmp_path, monkeypatc
 
 
 def test_token_auth_is_never_disabled():
-    """Ray 2.60 turns token auth on for the cluster ray.init starts; no code of the tool (tests
-    aside) writes RAY_AUTH_MODE, in any way: os.environ[...] =, setdefault, update, putenv."""
-    offenders = []
+    """Ray 2.60 turns token auth on for the cluster ray.init starts; the tool says so explicitly
+    (RAY_AUTH_MODE=token, which also keeps Ray's opt-out notice off stderr). No code of the tool
+    (tests aside) writes RAY_AUTH_MODE with any other value, in any way: os.environ[...] =,
+    setdefault, update, putenv."""
+    offenders, token_writes = [], []
     for path in project_sources():
         if "tests" in path.relative_to(ROOT).parts:
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            writes = []
-            if isinstance(node, (ast.Assign, ast.AugAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                writes = [t.slice for t in targets if isinstance(t, ast.Subscript)]
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                    node.func.attr in ("setdefault", "putenv", "update", "__setitem__"):
-                writes = list(node.args) + [k.value for k in node.keywords] + [k for k in node.keywords if k.arg]
-                writes += [key for a in node.args if isinstance(a, ast.Dict) for key in a.keys if key is not None]
-            for w in writes:
-                text = w.arg if isinstance(w, ast.keyword) else w.value if isinstance(w, ast.Constant) else None
-                if text == "RAY_AUTH_MODE":
-                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+            for key, value in _env_writes(node):
+                if key == "RAY_AUTH_MODE":
+                    (token_writes if isinstance(value, ast.Constant) and value.value == "token"
+                     else offenders).append(where)
     assert not offenders, offenders
+    assert [w.split(":")[0] for w in token_writes] == ["sweep/cluster.py"], token_writes  # start_ray's
     assert os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled"
+
+
+def _env_writes(node) -> list[tuple[str | None, ast.AST | None]]:
+    """(key, value node) of each write to a mapping that `node` makes (None: unknown)."""
+    def name(k):
+        return k.value if isinstance(k, ast.Constant) else None
+
+    if isinstance(node, ast.Assign):
+        return [(name(t.slice), node.value) for t in node.targets if isinstance(t, ast.Subscript)]
+    if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
+        return [(name(node.target.slice), None)]
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return []
+    if node.func.attr in ("setdefault", "putenv", "__setitem__") and node.args:
+        return [(name(node.args[0]), node.args[1] if len(node.args) > 1 else None)]
+    if node.func.attr == "update":
+        out = [(k.arg, k.value) for k in node.keywords if k.arg]
+        for a in node.args:
+            out += [(name(k), v) for k, v in zip(a.keys, a.values)] if isinstance(a, ast.Dict) else []
+        return out
+    return []
 
 
 def _checkpoint_dir(d: Path) -> Path:
@@ -160,3 +187,135 @@ def test_no_eval_exec_and_every_torch_load_is_weights_only():
                 if value is not True and not (path.name == Path(__file__).name and value is False):
                     bad.append(f"{where}: torch.load without weights_only=True")
     assert not bad, bad
+
+
+# -- hostile experiment state ---------------------------------------------------------------------
+SWEEP = [*NARROW[:-2], "--steps", "40", "--milestones", "10", "--seeds", "1", "--schedule", "cosine"]
+
+
+def payload_pickle(marker: Path) -> bytes:
+    import pickle
+
+    return pickle.dumps(_Payload(marker))
+
+
+def payload_state(marker: Path) -> bytes:
+    """An experiment_state-*.json whose resume would run the payload: Ray decodes it with
+    cloudpickle expansion on (ray.tune.utils.serialization._loads_with_cloudpickle)."""
+    return json.dumps({"trial_data": [], "runner_data": {"x": {"_type": "CLOUDPICKLE_FALLBACK",
+                                                                "value": payload_pickle(marker).hex()}}}).encode()
+
+
+@pytest.fixture(scope="module")
+def swapped_mid_run(tmp_path_factory):
+    """A one-trial sweep (CLI, subprocess, private Ray temp dir) whose tuner.pkl is replaced by a
+    payload as soon as the trial's step-10 checkpoint is on storage, while the sweep runs on."""
+    root = tmp_path_factory.mktemp("mid_run")
+    exp = root / "res" / "exp"
+    raytmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = dict(os.environ, RAY_TMPDIR=raytmp, PYTHONUNBUFFERED="1")
+    argv = [sys.executable, str(ROOT / "tune_scaling.py"), *SWEEP, "--storage-path", str(root / "res"), "--name", "exp"]
+    marker = root / "pwned"
+    with open(root / "run.log", "wb") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(exp.glob("*/checkpoint_000000/manifest.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, (root / "run.log").read_text()[-3000:]
+            time.sleep(0.1)
+        good = (exp / "tuner.pkl").read_bytes()
+        (exp / "tuner.pkl").write_bytes(payload_pickle(marker))
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(raytmp, ignore_errors=True)
+    assert rc == 0, (root / "run.log").read_text()[-3000:]
+    return {"exp": exp, "good": good, "marker": marker}
+
+
+def test_a_tuner_pkl_swapped_in_while_the_sweep_runs_is_never_recorded_and_never_runs(swapped_mid_run):
+    """Before, the end-of-run record hashed whatever was on storage, so the next plain re-run
+    unpickled the payload."""
+    from sweep import integrity
+
+    exp, marker = swapped_mid_run["exp"], swapped_mid_run["marker"]
+    assert integrity.sha256((exp / "tuner.pkl").read_bytes()) not in integrity.read_record(str(exp))["tuner.pkl"]
+    before = (exp / "study.json").read_bytes()
+    env = dict(os.environ, RAY_TMPDIR=str(exp.parent / "ray_tmp_unused"))  # a refusal starts no Ray
+    proc = subprocess.run([sys.executable, str(ROOT / "tune_scaling.py"), *SWEEP, "--storage-path", str(exp.parent),
+                           "--name", "exp"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: experiment {exp}: tuner.pkl changed since this tool recorded it")
+    assert not marker.exists(), "the payload ran"
+    assert (exp / "study.json").read_bytes() == before and not (exp.parent / "ray_tmp_unused").exists()
+
+
+@pytest.mark.parametrize("victim", ["tuner.pkl", "experiment_state", "callback-states"])
+def test_a_state_file_swapped_in_after_the_check_never_runs(victim, swapped_mid_run, tmp_path, monkeypatch, capsys):
+    """The swap happens right after the driver's last check (under the experiment lock, Ray
+    already started), before Ray reads the file: the storage layer refuses the bytes as Ray reads
+    them, the run stops with one error line and exit 2, nothing is trained again and the payload
+    never runs. Ray reads tuner.pkl and the experiment state in Tuner.restore, the callback
+    states only inside Tuner.fit (where its TuneController would restart the whole experiment
+    after any Exception from a failed restore)."""
+    import ray
+
+    import sweep.experiment
+    import tune_scaling
+
+    exp = tmp_path / "res" / "exp"
+    shutil.copytree(swapped_mid_run["exp"], exp)
+    (exp / "tuner.pkl").write_bytes(swapped_mid_run["good"])  # the file the driver wrote
+    marker = tmp_path / "pwned"
+    target = exp / "tuner.pkl" if victim == "tuner.pkl" else sorted(exp.glob(f"{victim}-*"))[-1]
+    hostile = payload_state(marker) if victim == "experiment_state" else payload_pickle(marker)
+    real_check, calls = sweep.experiment.integrity_refusal, []
+
+    def check_then_swap(exp_dir, trust):
+        found = real_check(exp_dir, trust)
+        calls.append(found)
+        if len(calls) == 2:  # decide() under the lock: the last check before Tuner.restore
+            target.write_bytes(hostile)
+        return found
+
+    monkeypatch.setattr(sweep.experiment, "integrity_refusal", check_then_swap)
+    trials_before = sorted(p.name for p in exp.rglob("*"))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            rc = tune_scaling.main([*SWEEP, "--storage-path", str(exp.parent), "--name", "exp"])
+    finally:
+        ray.shutdown()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert calls == [None, None] and rc == 2
+    assert len(err) == 1 and f"{target.name} changed since this tool recorded it in study.json (found as Ray read it)" in err[0]
+    assert not marker.exists(), "the payload ran"
+    assert sorted(p.name for p in exp.rglob("*")) == trials_before  # nothing trained, nothing added
+    # the payloads are real: Ray's own decoding of the file would run them
+    if victim != "experiment_state":
+        import pickle
+
+        pickle.loads(hostile)
+    else:
+        from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+        _loads_with_cloudpickle(hostile)
+    assert marker.is_dir()
+
+
+def test_trust_storage_refuses_a_damaged_state_file_in_one_line(swapped_mid_run, tmp_path):
+    """--trust-storage accepts changed files, not a truncated one (Ray's restore of it ended in an
+    EOFError traceback, its issue #58179)."""
+    exp = tmp_path / "res" / "exp"
+    shutil.copytree(swapped_mid_run["exp"], exp)
+    (exp / "tuner.pkl").write_bytes(swapped_mid_run["good"][:-100])
+    before = (exp / "study.json").read_bytes()
+    env = dict(os.environ, RAY_TMPDIR=str(tmp_path / "ray_tmp_unused"))
+    proc = subprocess.run([sys.executable, str(ROOT / "tune_scaling.py"), *SWEEP, "--storage-path", str(exp.parent),
+                           "--name", "exp", "--resume", "--trust-storage"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert "tuner.pkl is damaged (not a complete pickle file" in lines[0] and "--trust-storage accepts" in lines[0]
+    assert (exp / "study.json").read_bytes() == before and not (tmp_path / "ray_tmp_unused").exists()

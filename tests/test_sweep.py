@@ -292,3 +292,16 @@ def test_sweep_options_refuse_unknown_fields_and_the_driver_refuses_a_namespace(
         SweepOptions.from_namespace(argparse.Namespace(grid="smoke", typo=1), [])
     with pytest.raises(TypeError, match="takes SweepOptions"):
         run_sweep(argparse.Namespace(**{k: v for k, v in vars(opts).items()}), [])
+
+
+def test_study_json_of_a_uri_experiment_goes_through_its_filesystem(tmp_path, monkeypatch):
+    """A storage URI is not a local path: study.json lands in the bucket (here a file:// URI),
+    never in a local directory named after the scheme ('./s3:/bucket/...')."""
+    from sweep.experiment import MANIFEST, check_storage, write_manifest
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"file://{tmp_path}/bucket/res"
+    assert check_storage(uri) == uri  # reachable: probed, nothing written
+    write_manifest(f"{uri}/exp", {"grid": "smoke", "trials": []})
+    assert json.loads((tmp_path / "bucket" / "res" / "exp" / MANIFEST).read_text()) == {"grid": "smoke", "trials": []}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket"]

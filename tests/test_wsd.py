@@ -1,4 +1,4 @@
-"""WSD schedule with cooldown branches forked from Ray checkpoints (issue 9): the families, the
+"""WSD schedule with cooldown branches forked from Ray checkpoints: the families, the
 LR curve across a fork, the fork check, the searcher, and the whole thing through Ray."""
 from __future__ import annotations
 
@@ -116,28 +116,61 @@ def test_searcher_forks_once_saves_and_finishes(tmp_path):
     from sweep.wsd import WsdSearcher
 
     fam = family(steps=(100, 200))
-    s = WsdSearcher([fam], "/exp")
+    s = WsdSearcher([fam])
     assert s.total_trials == 3
     first = s.suggest("s1")["trial"]
     assert first["wsd_phase"] == "stable" and first["steps"] == 160
     assert s.suggest("x") is None  # waiting for the fork at 80
+    s.on_trial_result("s1", {"step": 40, "milestone": False})  # not a milestone: no fork
+    assert s.suggest("x") is None
     s.on_trial_result("s1", {"step": 80, "milestone": True, "checkpoint_dir_name": "checkpoint_000000"})
-    s.on_trial_result("s1", {"step": 80, "milestone": True, "resumed_checkpoint": "checkpoint_000000",
-                             "re_reported": True})  # a restored trial's re-sent report: no second fork
+    s.on_trial_result("s1", {"step": 80, "milestone": True, "re_reported": True})  # a restored trial's re-sent report: no second fork
     s.save(tmp_path / "state.pkl")
-    restored = WsdSearcher([], "/elsewhere")
+    restored = WsdSearcher([])
     restored.restore(tmp_path / "state.pkl")
     for searcher in (s, restored):
         c1 = searcher.suggest("c1")["trial"]
-        assert c1["steps"] == 100 and c1["fork_from"] == "/exp/baseline_T1-T1_160_stable_s0_s1/checkpoint_000000"
+        # the stable trial's directory, relative to the experiment: no checkpoint index, no absolute path
+        assert c1["steps"] == 100 and c1["fork_from"] == "baseline_T1-T1_160_stable_s0_s1"
         assert searcher.suggest("y") is None
-    # the second fork reaches only the searcher it was reported to
-    s.on_trial_result("s1", {"step": 160, "milestone": True, "checkpoint_dir_name": "checkpoint_000001"})
+    # the second fork reaches only the searcher it was reported to; a re-sent milestone row that
+    # the driver never saw first-hand forks too (its checkpoint was written with it)
+    s.on_trial_result("s1", {"step": 160, "milestone": True, "re_reported": True})
     s.on_trial_complete("s1")
-    assert s.suggest("c2")["trial"]["fork_from"].endswith("_s1/checkpoint_000001")
+    assert s.suggest("c2")["trial"]["fork_from"] == "baseline_T1-T1_160_stable_s0_s1"
     assert s.suggest("z") == Searcher.FINISHED
     restored.on_trial_complete("s1", error=True)  # failed before its second fork
     assert restored.suggest("z") == Searcher.FINISHED and "200" in restored.abandoned[0]
+
+
+def test_a_cooldown_finds_its_fork_checkpoint_by_step(tmp_path, monkeypatch):
+    """fork_from names the stable trial's directory (relative, or an old absolute checkpoint path):
+    the cooldown takes the checkpoint whose manifest says its fork step, whatever its index."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from trainables import storage
+
+    fam = family(steps=(100, 200))
+    stable_dir = tmp_path / "exp" / "baseline_T1-T1_160_stable_s0_s1"
+    for index, step in ((0, 160), (1, 80), (2, 160)):  # e.g. a checkpoint index reused after a restore
+        d = stable_dir / f"checkpoint_{index:06d}"
+        d.mkdir(parents=True)
+        ckpt.write_manifest(d, step)
+    ctx = SimpleNamespace(experiment_fs_path=str(tmp_path / "exp"), storage_filesystem=pyarrow.fs.LocalFileSystem(),
+                          trial_fs_path=str(stable_dir), current_checkpoint_index=0)
+    monkeypatch.setattr(storage, "trial_storage", lambda: ctx)
+    for fork_from in ("baseline_T1-T1_160_stable_s0_s1", f"/elsewhere/{stable_dir.name}/checkpoint_000002"):
+        cool = fam.cooldowns[0].replace(fork_from=fork_from)  # 100 steps: fork at 80
+        assert [c.path for c in storage.fork_candidates(cool)] == [str(stable_dir / "checkpoint_000001")]
+    two = storage.fork_candidates(fam.cooldowns[1].replace(fork_from=stable_dir.name))  # 200 steps: fork at 160
+    assert [c.path for c in two] == [str(stable_dir / f"checkpoint_{i:06d}") for i in (2, 0)]  # newest first
+    with pytest.raises(ConfigError, match=r"no checkpoint at its fork step 120 \(checkpoints at steps \[80, 160\]\)"):
+        storage.fork_candidates(fam.cooldowns[1].replace(fork_from=stable_dir.name, cooldown_frac=0.4))
+    # the next checkpoint of this trial goes after every existing directory, never over one
+    storage.skip_existing_checkpoints()
+    assert ctx.current_checkpoint_index == 2
 
 
 # -- end to end through Ray --------------------------------------------------------------------

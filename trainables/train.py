@@ -21,6 +21,7 @@ import torch
 from search_spaces import metric_names as M
 from search_spaces.trial import TrialConfig
 from trainables import checkpoint as ckpt
+from trainables import storage
 from trainables.data.bundle import DataBundle, load_data
 from trainables.data.pipeline import train_loader
 from trainables.evaluation import evaluate
@@ -78,17 +79,6 @@ def llm_tokens_per_sample(cfg: TrialConfig) -> int:
     return get_variant(cfg.variant).tokens_per_frame * cfg.frames + cfg.text_len
 
 
-def _trial_storage() -> tuple:
-    """(trial dir, pyarrow filesystem) of this trial's storage, or (None, None) outside Tune."""
-    try:
-        from ray.train._internal.session import get_session
-
-        storage = get_session().storage
-        return storage.trial_fs_path, storage.storage_filesystem
-    except Exception:  # noqa: BLE001 - private Ray API: without it only Ray's own checkpoint is used
-        return None, None
-
-
 @dataclass
 class Trial:
     """What one trial builds once before its first step."""
@@ -135,38 +125,33 @@ def starting_state(t: Trial) -> tuple[dict, str | None]:
     # may hold a newer one (driver killed before its next snapshot) or that one may be damaged:
     # continue from the newest loadable one (checkpoint.restore_newest).
     handed = tune.get_checkpoint()
-    loaded, restored = ckpt.restore_newest(t.engine, cfg, handed, *_trial_storage(),
+    loaded, restored = ckpt.restore_newest(t.engine, cfg, handed, *storage.trial_dir_and_fs(),
                                            log=lambda m: print(m, flush=True))
+    storage.skip_existing_checkpoints()  # never overwrite a checkpoint the driver did not know of
     if loaded is not None:
         state = loaded
         print(f"[{cfg.trial_name}] resumed at step {state['step']} (samples {state['samples']}) "
               f"from {restored}", flush=True)
-        report_history(state, restored)
+        report_history(state)
     elif cfg.fork_from:
-        # A WSD cooldown's first start: continue the stable trial from its fork checkpoint,
-        # counters included (C = the shared stable FLOPs + this cooldown's). No re-report: the
-        # last report in that history is the stable trial's, not a point of this trial.
-        with tune.Checkpoint(cfg.fork_from).as_directory() as d:
-            state = ckpt.load(d, t.engine, cfg, fork=True)
-        print(f"[{cfg.trial_name}] forked at step {state['step']} from {cfg.fork_from}", flush=True)
+        # A WSD cooldown's first start: continue the stable trial from its checkpoint at the fork
+        # step, counters included (C = the shared stable FLOPs + this cooldown's). No re-report:
+        # the last report in that history is the stable trial's, not a point of this trial.
+        state, source = storage.load_fork(t.engine, cfg, log=lambda m: print(m, flush=True))
+        print(f"[{cfg.trial_name}] forked at step {state['step']} from {source}", flush=True)
     return state, restored
 
 
-def report_history(state: dict, restored: str) -> None:
+def report_history(state: dict) -> None:
     """Ray can lose reports around a failure or a killed driver although their checkpoints
     survive (the last report before a crash; or, when it restores with no registered
     checkpoint, the whole result file). Re-send the full history: it is small, and the fitting
-    and the live plot keep one row per (trial, step)."""
+    and the live plot keep one row per (trial, step); a WSD stable trial's milestones queue
+    their cooldowns (sweep/wsd.py)."""
     from ray import tune
 
-    if not state["history"]:
-        return
-    for m in state["history"][:-1]:
-        tune.report({**m, "re_reported": True, "resumed_from_step": state["step"]})
-    # resumed_checkpoint: a WSD stable trial resumed from a checkpoint the driver never
-    # saw (restore_newest) must still fork there (sweep/wsd.py)
-    tune.report({**state["history"][-1], "re_reported": True, "resumed_from_step": state["step"],
-                 "resumed_checkpoint": os.path.basename(str(restored).rstrip("/"))})
+    for m in state["history"]:
+        tune.report({**m, M.RE_REPORTED: True, M.RESUMED_FROM_STEP: state["step"]})
 
 
 def step_metrics(t: Trial, state: dict, start: int, train_loss: float, milestone: bool, rates: dict) -> dict:
@@ -180,7 +165,7 @@ def step_metrics(t: Trial, state: dict, start: int, train_loss: float, milestone
         M.FLOPS: state["flops"], "flops_per_sample": t.flops_per_sample,
         M.N_PARAMS: counts["total"], M.N_PARAMS_LLM: counts["llm_non_embedding"],
         M.N_PARAMS_VISION: counts["vision"], "n_bad_rows": state["n_bad_rows"],
-        M.MILESTONE: bool(milestone), "resumed_from_step": start, "master_port": int(os.environ["MASTER_PORT"]),
+        M.MILESTONE: bool(milestone), M.RESUMED_FROM_STEP: start, "master_port": int(os.environ["MASTER_PORT"]),
         # CPU numerics differ with the thread count and the vector kernels (AVX2 vs AVX-512)
         "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         **rates, **memory_metrics(),
