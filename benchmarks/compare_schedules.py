@@ -1,4 +1,4 @@
-"""Cosine vs WSD on the same grid (issue 9): training compute, per-point loss, fitted exponents.
+"""Cosine vs WSD on the same grid (docs/schedules.md): training compute, per-point loss, fitted exponents.
 
     python benchmarks/compare_schedules.py ray_results/smoke_cos ray_results/smoke_wsd
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue 14 in one call (<= 9 min on one H200), in priority order, each
+# Every GPU measurement of the trainer in one run (<= 9 min on one H200), in priority order, each
 # step under its own time limit and the whole run under GPU_CHECKS_BUDGET_S (default 510 s): a
 # step that fails or runs out of time is logged and the next one runs; a step that no longer
 # fits the budget is logged as skipped. From the project root:
@@ -7,9 +7,10 @@
 #   bash benchmarks/gpu_checks.sh [OUTDIR]            # default OUTDIR: benchmarks/results
 #   GPU_CHECKS_SMOKE=1 bash benchmarks/gpu_checks.sh /tmp/smoke   # CPU: tiny configs, 2 steps
 #
-# On an offline host with torch but not the rest, prepare .whl/ first
-# (../shared/device/prepare_wheels.sh); the script installs it as that script's header says.
-# Writes OUTDIR/gpu_checks_<gpu>_<date>.log (+ memory_*.json) and prints the issue's tables.
+# On an offline host with torch but not the rest of requirements.txt, put those wheels in .whl/
+# first (on a machine with network: pip download -r requirements.txt --no-deps -d .whl); the
+# script installs them into a temporary directory. Writes OUTDIR/gpu_checks_<gpu>_<date>.log
+# (+ memory_*.json) and prints the tables of docs/measurements.md.
 #
 # Steps (time estimates from the 2026-11-26 H200 log, whose rates were 22-48 samples/s):
 #  0. versions; wheels; DeepSpeed's CPU Adam build starts in the background        ~30 s

@@ -118,7 +118,8 @@ def grid_choices(grid: str, gpu_mem: float, configs: list[str] | None = None,
     from trainables.planner import plan_grid, plan_trial
 
     seen: dict[tuple, dict] = {}
-    for t in plan_grid(get_grid(grid), expand(grid, configs, variants), gpu_mem):
+    spec = get_grid(grid)
+    for t in plan_grid(spec, expand(spec, configs, variants), gpu_mem):
         key = (t.variant, t.config, t.micro_batch, t.grad_accum, t.offload, t.grad_checkpointing)
         if key not in seen:
             est = plan_trial(t, gpu_mem).memory

@@ -1,4 +1,4 @@
-"""The issue's tables from one gpu_checks.sh run: its log (trainer_throughput JSON lines) and
+"""The tables of docs/measurements.md from one gpu_checks.sh run: its log (trainer_throughput JSON lines) and
 memory_check JSON files.
 
     python benchmarks/summarize_gpu_checks.py LOG [MEMORY_JSON ...]

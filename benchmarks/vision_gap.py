@@ -35,10 +35,10 @@ def _trials(a) -> list[dict]:
     from trainables.learning_rates import assign
 
     overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in a.set)}
-    out = []
+    grid, out = get_grid(a.grid), []
     for seed in a.seeds:
-        trials = expand(a.grid, a.configs, a.variants, a.steps, {**overrides, "seed": seed})
-        trials, _ = assign(get_grid(a.grid), trials, lr=overrides.get("lr"), lr_backbone=overrides.get("lr_backbone"))
+        trials = expand(grid, a.configs, a.variants, a.steps, {**overrides, "seed": seed})
+        trials, _ = assign(grid, trials, lr=overrides.get("lr"), lr_backbone=overrides.get("lr_backbone"))
         out += [t.to_dict() for t in trials]
     return out
 

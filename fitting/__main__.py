@@ -11,6 +11,8 @@ runs; without it every row is its own run. --drop-top-loss K drops the K highest
 first (listed in the report): Chinchilla's reference data needs K=5. --lc-points frontier fits
 L(C) to each group's compute-efficient frontier instead of all its points (opt-in: it selects
 on the noise). User errors print `error: <message>` on stderr and exit with status 2.
+
+From another directory: `python PATH/TO/REPO/fitting ...` (or the repository on PYTHONPATH).
 """
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fitting.errors import FitError
+if not __package__:  # run as `python .../fitting`: import the package from the repository, not its files
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from fitting.errors import FitError  # noqa: E402 - after the path above
 
 
 def _common(p: argparse.ArgumentParser) -> None:

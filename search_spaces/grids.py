@@ -15,7 +15,7 @@ from search_spaces.trial import TrialConfig
 PLAN_STEPS = (100, 300, 1000, 3000)
 
 # Shared by every phase trial, both variants (the fairness rules): same data, batch,
-# optimizer, schedule, seeds, visual scale. 8 frames x 224 px, 64 caption tokens as in the seed.
+# optimizer, schedule, seeds, visual scale. 8 frames x 224 px, 64 caption tokens as in the plan.
 PHASE_SETTINGS = dict(
     frames=8, image_size=224, text_len=64, global_batch=32, lr=1e-4, lr_backbone=2e-5,
     precision="bf16", init="pretrained", dataset="synthetic", dataset_size=20000, eval_size=512,
@@ -97,7 +97,7 @@ def get_grid(name: str) -> Grid:
 
 
 def expand(
-    name: str,
+    grid: Grid | str,
     configs: list[str] | None = None,
     variants: list[str] | None = None,
     steps: list[int] | None = None,
@@ -106,10 +106,12 @@ def expand(
 ) -> list[TrialConfig]:
     """The grid's trials (variant-major, then config, then steps, then seed), narrowed and
     overridden. seeds: replicates per cell, seeds `seed` .. `seed + seeds - 1` (the same for
-    both variants); the CLI passes the grid's default (Grid.seeds) unless --seeds is given."""
+    both variants); the CLI passes the grid's default (Grid.seeds) unless --seeds is given.
+    grid: the Grid the CLI resolved once (SweepOptions.spec), or a grid's name."""
     if seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {seeds}")
-    grid = get_grid(name)
+    if not isinstance(grid, Grid):
+        grid = get_grid(grid)
     for c in configs or ():
         parse_config_id(c)
     for v in variants or ():

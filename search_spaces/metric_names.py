@@ -1,5 +1,6 @@
 """The names of what a trial reports (trainables/train.py writes them; the fits in
-fitting/table.py, the live plot in sweep/callbacks.py and the driver read them): one spelling,
+fitting/table.py, the live plot in sweep/callbacks.py, the WSD searcher in sweep/wsd.py and the
+driver read them): one spelling,
 so a rename on one side cannot silently empty the other.
 
 A leaf module: it imports nothing, so fitting (which stands alone) may import it, the one
@@ -15,6 +16,8 @@ WSD_PHASE = "wsd_phase"
 STEP = "step"
 TRIAL_STEPS = "trial_steps"  # the step count the trial ends at
 MILESTONE = "milestone"  # True on reports with an evaluation
+RESUMED_FROM_STEP = "resumed_from_step"  # the step this start of the trial trained from (0: its first)
+RE_REPORTED = "re_reported"  # True on the history a restored trial re-sends (trainables/train.py)
 SAMPLES = "samples"
 TOKENS = "tokens"
 FLOPS = "flops"  # cumulative training FLOPs (C)

@@ -38,7 +38,7 @@ class TrialConfig:
     warmup_steps: int = -1  # -1: 5% of steps (at least 1)
     schedule: str = "cosine"  # "cosine" | "constant" | "wsd" (warmup-stable-decay)
     min_lr_ratio: float = 0.1
-    # WSD (issue 9): one "stable" trial per (variant, config) runs warmup + constant LR to the
+    # WSD: one "stable" trial per (variant, config) runs warmup + constant LR to the
     # last fork point; one "cooldown" trial per step count forks from its checkpoint at
     # fork_step = round(steps * (1 - cooldown_frac)) and decays to min_lr_ratio by `steps`.
     # wsd_phase "" with schedule "wsd" is a standalone run with its decay at the end.

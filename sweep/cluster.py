@@ -7,9 +7,9 @@ for 30 s (ray://) to 60 s (a GCS address, which then aborts the whole process) b
 """
 from __future__ import annotations
 
-import logging
 import os
 import socket
+import sys
 
 from search_spaces.errors import ConfigError
 
@@ -101,13 +101,7 @@ def dashboard_message(context, args) -> str | None:
         url = f"http://{url}"
     where = ("the cluster's dashboard" if args.address
              else f"bound to {ray_init_kwargs(args).get('dashboard_host')}")
-    # ray.init sets RAY_AUTH_MODE=token in this process when it turns token auth on (local Ray
-    # >= 2.59 does by default); a joined cluster has whatever its nodes were started with
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
-        auth = "token auth is on: paste the token from `ray get-auth-token` when the page asks"
-    else:
-        auth = "token auth is OFF: anyone who reaches this port can run code on the cluster"
-    return f"dashboard ({where}): {url}  - {auth}"
+    return f"dashboard ({where}): {url}"
 
 
 def tensorboard_message(exp_dir: str) -> str:
@@ -171,7 +165,6 @@ def watch_local_ray(session_dir: str) -> None:
     watchdog process, holding the read end of a pipe that only the driver holds open, kills
     every process with a file open there once the driver has gone (EOF)."""
     import subprocess
-    import sys
 
     import ray
 
@@ -182,32 +175,69 @@ def watch_local_ray(session_dir: str) -> None:
                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-class HideTokenAuthNotice(logging.Filter):
-    """Ray logs at every local start that token auth is on and how to opt out; the tool never
-    turns it off (tests/test_security.py), and on stderr the notice would stand before the one
-    line of a refusal made after Ray started. Ray's warning that auth is *off* still shows."""
+def real_size_configs(trials) -> list[str]:
+    """The configs among `trials` built at a published model's size (not a tiny look-alike)."""
+    return sorted({t.config for t in trials if any(size.hub_id for size in t.sizes)})
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+def gpu_refusal(trials, where: str) -> str | None:
+    """Why these trials cannot run `where` (a place without a GPU), or None when no trial needs one."""
+    real = real_size_configs(trials)
+    if not real:
+        return None
+    return (f"{', '.join(real)} {'is a real-size model' if len(real) == 1 else 'are real-size models'} "
+            f"(GPU-hours per trial) and {where} has no GPU: run on a GPU machine or join a cluster with "
+            f"--address; --dry-run and --check-data work here, and --grid smoke is the offline study")
+
+
+def check_local_gpu(args, trials) -> None:
+    """Before anything starts: a real-size grid (the phase grids) on a machine without CUDA is one
+    line, not a CPU run that would take weeks. With --address the cluster's GPUs are checked once
+    Ray has joined it (sweep/launch.py check_resources)."""
+    if args.address or not real_size_configs(trials):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(gpu_refusal(trials, "this machine"))
+
+
+def auth_line() -> str:
+    """What this run does about Ray's token auth, in one line (after ray.init)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return "ray: token auth on (the dashboard and Ray's ports ask for the token `ray get-auth-token` prints)"
+    return ("ray: token auth is OFF (RAY_AUTH_MODE in this environment, or the cluster was started without it): "
+            "anyone who reaches Ray's ports can run code there; see docs/operations.md")
+
+
+def token_auth_before_ray(address: str | None) -> None:
+    """For a Ray this driver will start: token auth on, said in the environment as Ray's docs ask.
+    Ray >= 2.59 turns it on anyway when RAY_AUTH_MODE is unset, but then logs on stderr how to turn
+    it off; a mode set in the environment is taken silently. Ray reads the variable once, when it
+    is imported: set later, the driver and the Ray it starts disagree and ray.init fails, so this
+    runs before the first `import ray` only. A user's own RAY_AUTH_MODE is left as it is, and a
+    cluster (--address) has the mode its nodes were started with."""
+    if address is None and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def start_ray(args):
-    """Probe --address, then ray.init; print where the dashboard is. Returns Ray's context."""
+    """Probe --address, then ray.init; say what it started, its auth and where the dashboard is.
+    Returns Ray's context."""
     import ray
-
-    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    if not any(isinstance(f, HideTokenAuthNotice) for f in notice.filters):
-        notice.addFilter(HideTokenAuthNotice())
 
     check_address(args.address)
     if args.dashboard and not args.address:
         check_dashboard_host(ray_init_kwargs(args)["dashboard_host"])
+    where = f"joining the Ray cluster at {args.address}" if args.address else "starting Ray on this machine"
+    print(f"{where} ...", flush=True)
     try:
         context = ray.init(**ray_init_kwargs(args))
     except ConnectionError as e:  # the port answered but it is no Ray (or auth failed)
         raise ConfigError(f"cannot join the Ray cluster at {args.address}: {str(e).strip().splitlines()[0]}") from None
     if not args.address:  # a Ray this driver started
         watch_local_ray(getattr(context, "address_info", {}).get("session_dir", ""))
+    print(auth_line(), flush=True)
     message = dashboard_message(context, args)
     if message:
         print(message, flush=True)

@@ -23,10 +23,10 @@ from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 from sweep import integrity
 from sweep import lock
+from sweep.integrity import MANIFEST  # study.json: the grid a resume must match, and the integrity record
 from sweep.lock import LOCK_FILE
 from sweep.options import SweepOptions
 
-MANIFEST = "study.json"  # the grid an experiment was launched with; a resume must match it
 LAUNCH, RELAUNCH, RESUME = "launch", "relaunch", "resume"
 
 
@@ -130,7 +130,7 @@ def integrity_refusal(exp_dir: str, trust: bool) -> str | None:
         why = "not resuming (--trust-storage accepts changed files, not damaged ones)"
     else:
         found = integrity.problems(exp_dir)
-        why = ("since this tool recorded it in study.json; not resuming, a resume unpickles it. If everyone "
+        why = (f"since this tool recorded it in {MANIFEST}; not resuming, a resume unpickles it. If everyone "
                "who can write there is trusted, rerun with --trust-storage")
     if not found:
         return None

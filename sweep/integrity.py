@@ -40,7 +40,7 @@ import threading
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-MANIFEST = "study.json"
+MANIFEST = "study.json"  # an experiment's own file: its grid (sweep/experiment.py) and this record
 # top-level files a restore unpickles (experiment_state / variant / search-generator JSON
 # carry cloudpickled fields); in trial directories: every *.pkl (params.pkl, error.pkl)
 STATE_PATTERNS = ("tuner.pkl", "*.pkl", "experiment_state-*.json", "basic-variant-state-*.json",
@@ -127,7 +127,7 @@ def accept(record: dict[str, list[str]], rel: str, digest: str, keep: int = KEEP
 def mismatch(record: dict | None, rel: str, data: bytes) -> str | None:
     """Why `data` is not an accepted version of `rel` (None: it is)."""
     if record is None:
-        return "study.json has no SHA-256 record of the experiment state"
+        return f"{MANIFEST} has no SHA-256 record of the experiment state"
     if rel not in record:
         return f"{rel} is not one this tool wrote"
     return None if sha256(data) in record[rel] else f"{rel} changed"
@@ -198,7 +198,7 @@ class VerifiedStorage(pafs.FileSystemHandler):
         data = read_bytes(path)
         why = mismatch(read_record(self.exp_dir), rel, data)
         if why:
-            raise StateRefused(f"experiment {self.exp_dir}: {why} since this tool recorded it in study.json "
+            raise StateRefused(f"experiment {self.exp_dir}: {why} since this tool recorded it in {MANIFEST} "
                                  f"(found as Ray read it); not resuming, a resume unpickles it")
         return pa.BufferReader(data)  # the checked bytes themselves
 

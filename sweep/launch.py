@@ -31,7 +31,7 @@ from search_spaces.errors import ConfigError
 from search_spaces.trial import TrialConfig
 from search_spaces.wsd import wsd_families
 from sweep.callbacks import LiveScalingPlot, live_plot_target
-from sweep.cluster import start_ray, storage_warning, tensorboard_message
+from sweep.cluster import gpu_refusal, start_ray, storage_warning, tensorboard_message
 from sweep.experiment import RESUME, announce, check_storage, decide, is_finished, resume_hint, write_manifest
 from sweep.lock import DriverLock
 from sweep.options import SweepOptions
@@ -99,11 +99,12 @@ def make_trainable(args: SweepOptions, use_gpu: bool, fn=None):
     return tune.with_resources(fn, resources)
 
 
-def check_resources(args: SweepOptions, use_gpu: bool) -> None:
-    """A trial asking for more CPUs or GPUs than the whole cluster has would stay PENDING forever."""
-    import ray
-
+def check_resources(args: SweepOptions, use_gpu: bool, trials) -> None:
+    """A trial asking for more CPUs or GPUs than the whole cluster has would stay PENDING forever;
+    real-size trials on a cluster without GPUs would take weeks."""
     have = ray.cluster_resources()
+    if not have.get("GPU", 0) and gpu_refusal(trials, "the Ray cluster"):
+        raise ConfigError(gpu_refusal(trials, "the Ray cluster"))
     for flag, want, key in (("--gpus-per-trial", trial_gpus(args, use_gpu), "GPU"),
                             ("--cpus-per-trial", args.cpus_per_trial, "CPU")):
         if want > have.get(key, 0):
@@ -172,6 +173,7 @@ def finish(args: SweepOptions, results, exp_dir: str) -> int:
     if not args.no_fit:
         from fitting import FitError, run_analysis  # pandas / scipy / matplotlib: only after a sweep
 
+        print(f"fitting the results ({args.bootstrap:,} bootstrap resamples) ...", flush=True)
         try:
             fits = run_analysis(exp_dir, n_bootstrap=args.bootstrap)
         except FitError as e:  # the trials' results stay; `python -m fitting` can rerun this step
@@ -242,7 +244,7 @@ def run_sweep(args: SweepOptions, trials: list[TrialConfig]) -> int:
     try:
         if storage_warning(storage, args.address):
             print(storage_warning(storage, args.address), flush=True)
-        check_resources(args, bool(ray.cluster_resources().get("GPU", 0)))
+        check_resources(args, bool(ray.cluster_resources().get("GPU", 0)), trials)
         lock = DriverLock(exp_dir) if "://" not in storage else nullcontext()
         with lock:  # a second driver on this experiment stops here (one line, exit 2)
             if getattr(lock, "stale", None):

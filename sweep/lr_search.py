@@ -37,7 +37,6 @@ from pathlib import Path
 
 from search_spaces import metric_names as M
 from search_spaces.errors import ConfigError
-from search_spaces.grids import get_grid
 from search_spaces.trial import TrialConfig
 from search_spaces.vision_rule import sees
 from sweep.options import SweepOptions
@@ -67,8 +66,7 @@ def searched_table(args: SweepOptions) -> LrTable | None:
 
 
 def horizon(args: SweepOptions, trials: list[TrialConfig]) -> int:
-    grid = get_grid(args.grid)
-    return args.lr_steps or grid.lr_search_steps or max(t.steps for t in trials)
+    return args.lr_steps or args.spec.lr_search_steps or max(t.steps for t in trials)
 
 
 def search_runs(args: SweepOptions, trials: list[TrialConfig]) -> list[TrialConfig]:

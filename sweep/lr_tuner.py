@@ -14,6 +14,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from search_spaces import metric_names as M
 from search_spaces.trial import TrialConfig
 from search_spaces.vision_rule import sees
 from sweep.cluster import start_ray
@@ -33,10 +34,10 @@ class SearchProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         t, m = trial.config["trial"], trial.last_result or {}
-        gap, se = m.get("eval_vision_gap"), m.get("eval_vision_gap_se")
-        seen = "sees" if sees(gap, se, m.get("eval_loss_shuffled_frames")) else "BLIND"
-        numbers = (f"eval loss {m['eval_loss']:.4f}, gap {gap:.3g} ± {se:.2g} ({seen})"
-                   if m.get("eval_loss") is not None and gap is not None else "no evaluation")
+        gap, se = m.get(M.VISION_GAP), m.get(M.VISION_GAP_SE)
+        seen = "sees" if sees(gap, se, m.get(M.EVAL_LOSS_SHUFFLED)) else "BLIND"
+        numbers = (f"eval loss {m[M.EVAL_LOSS]:.4f}, gap {gap:.3g} ± {se:.2g} ({seen})"
+                   if m.get(M.EVAL_LOSS) is not None and gap is not None else "no evaluation")
         print(f"lr search {self.done}/{self.total}: {t['variant']} {t['config']} lr {t['lr']:.3g} "
               f"seed {t['seed']}: {numbers}", flush=True)
 

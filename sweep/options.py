@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 from search_spaces.errors import ConfigError
-from search_spaces.grids import GRIDS
+from search_spaces.grids import Grid, get_grid
 
 # a directory name inside --storage-path: no separators, no "." / "..", nothing hidden
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
@@ -36,14 +36,14 @@ class SweepOptions:
     configs: tuple[str, ...] | None = None
     variants: tuple[str, ...] | None = None
     steps: tuple[int, ...] | None = None
-    seeds: int | None = None  # replicates per cell; None: the grid's default
+    seeds: int | None = None  # replicates per cell; None: the grid's (Grid.seeds)
     init: str | None = None
     dataset: str | None = None
     image_column: str | None = None
     frames_column: str | None = None
     text_column: str | None = None
     seed: int | None = None
-    schedule: str = "cosine"
+    schedule: str | None = None  # None: the grid's (Grid.schedule)
     cooldown_frac: float = 0.2
     cooldown_shape: str = "linear"
     milestones: tuple[int, ...] | None = None
@@ -78,6 +78,8 @@ class SweepOptions:
     lr_seeds: int = 3
     lr_steps: int | None = None
     argv: tuple[str, ...] = ()  # the command line as given, for the "resume with:" hint
+    # the grid named by `grid`, resolved once here; with it `schedule` and `seeds` are never None
+    spec: Grid = field(init=False, repr=False, compare=False)
 
     @property
     def experiment_name(self) -> str:
@@ -86,7 +88,7 @@ class SweepOptions:
     @classmethod
     def from_dict(cls, values: dict) -> "SweepOptions":
         """Like TrialConfig.from_dict: an unknown key is an error, not silently dropped."""
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        unknown = sorted(set(values) - {f.name for f in fields(cls) if f.init})
         if unknown:
             raise ConfigError(f"unknown sweep option(s): {', '.join(unknown)}")
         return cls(**values)
@@ -101,12 +103,13 @@ class SweepOptions:
         values["steps"] = parse_list("--steps", raw.get("steps"), int)
         values["milestones"] = parse_list("--milestones", raw.get("milestones"), int)
         values["lr_grid"] = parse_list("--lr-grid", raw.get("lr_grid"), float)
-        if raw.get("schedule") is None:  # the grid's default (an unknown grid fails later, in one place)
-            grid = GRIDS.get(raw.get("grid") or cls.grid)
-            values["schedule"] = grid.schedule if grid else cls.schedule
         return cls.from_dict({**values, "argv": tuple(argv)})
 
     def __post_init__(self) -> None:
+        grid = get_grid(self.grid)  # an unknown grid: one line naming the valid ones
+        object.__setattr__(self, "spec", grid)
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", grid.schedule)
         if self.name is not None and (not PLAIN_NAME.fullmatch(self.name) or self.name in (".", "..")):
             raise ConfigError(f"--name {self.name!r} must be a plain name (letters, digits, . _ - + =; "
                               f"no '/', not '..'): it is a directory inside --storage-path")
@@ -143,21 +146,24 @@ class SweepOptions:
         bad = [v for v in self.steps or () if v <= 0]
         if bad:
             raise ConfigError(f"steps must be positive, got {bad[0]}")
-        self._check_counts()
+        if self.seeds is None:
+            object.__setattr__(self, "seeds", grid.seeds)
+        self._check_counts(grid, self.seeds)
 
-    def _check_counts(self) -> None:
+    def _check_counts(self, grid: Grid, seeds: int) -> None:
         """Seeds a trial can use, and a grid of a size someone meant."""
-        grid = GRIDS.get(self.grid)
-        seeds = self.seeds if self.seeds is not None else grid.seeds if grid else 1
-        if self.seed is not None and self.seed >= 0 and self.seed + seeds - 1 > MAX_SEED:
+        if self.seed is not None and self.seed + seeds - 1 > MAX_SEED:
             raise ConfigError(f"--seed {self.seed}: seeds run from --seed to --seed + --seeds - 1 and must stay "
                               f"<= {MAX_SEED} (2^32 - 1)")
-        if grid is None or seeds < 1:
-            return  # an unknown grid or a bad --seeds: its own one-line error follows
         n = seeds * len(self.variants or grid.variants) * len(self.configs or grid.configs) * len(self.steps or grid.steps)
         if n > MAX_TRIALS:
             raise ConfigError(f"this grid has {n:,} trials ({seeds:,} seeds); more than {MAX_TRIALS:,} is refused "
                               f"(a typo in --seeds or --steps?)")
+
+
+def defaults() -> dict:
+    """Each option's default, as the CLI's parser uses it (set_defaults): written once, above."""
+    return {f.name: f.default for f in fields(SweepOptions) if f.init and f.default is not MISSING}
 
 
 def parse_list(flag: str, value: str | None, cast=str) -> tuple | None:

@@ -29,11 +29,14 @@ from types import SimpleNamespace
 
 from ray.tune.search import Searcher
 
+from search_spaces.metric_names import MILESTONE, STEP
+
 logger = logging.getLogger(__name__)
 
 # This module is pickled by value into tuner.pkl (sweep.launch.portable_pickles): it imports
-# only Ray and the standard library, and the searcher keeps plain-data state. Ordering the
-# families (which needs the FLOPs model) is sweep/schedule.py's wsd_search, which is not pickled.
+# only Ray, the standard library and two metric names (plain strings), and the searcher keeps
+# plain-data state. Ordering the families (which needs the FLOPs model) is sweep/schedule.py's
+# wsd_search, which is not pickled.
 # The trial directory name of a WSD experiment (a str.format pattern: see sweep/launch.py).
 DIRNAME = ("{0.config[trial][variant]}_{0.config[trial][config]}_{0.config[trial][steps]}_"
                    "{0.config[trial][wsd_phase]}_s{0.config[trial][seed]}_{0.trial_id}")
@@ -80,9 +83,9 @@ class WsdSearcher(Searcher):
         # every milestone report of a stable trial comes with its checkpoint (trainables/train.py),
         # re-sent ones too: a restored trial re-reports its history, including milestones whose
         # own reports the driver never saw
-        if phase != "stable" or not result.get("milestone"):
+        if phase != "stable" or not result.get(MILESTONE):
             return
-        step = int(result["step"])
+        step = int(result[STEP])
         stable = self.families[fam]["stable"]
         # the stable trial's directory, relative to the experiment: the cooldown picks the
         # checkpoint at its fork step there (trainables/storage.py), wherever the experiment is now

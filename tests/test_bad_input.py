@@ -1,4 +1,4 @@
-"""Bad input to the two CLIs (issue 8, case 7): every case exits 2 with ONE line on stderr
+"""Bad input to the two CLIs: every case exits 2 with ONE line on stderr
 (`error: ...`, no traceback), starts nothing, and leaves every file it could touch as it was.
 
 Each case runs the real command in a subprocess against one shared fixture tree: a storage
@@ -79,7 +79,7 @@ def tree(tmp_path_factory):
     (fit / "few.csv").write_text("N,C,L\n1e6,1e15,3.0\n2e6,2e15,2.8\n")
     (fit / "fresh.csv").write_text("N,C,L\n1e6,1e15,3.0\n2e6,2e15,2.8\n")  # no earlier fresh_analysis/
     (fit / "nan.csv").write_text("N,C,L\n" + "".join(f"{n:g},{c:g},nan\n" for n in (1e6, 2e6, 4e6) for c in (1e15, 1e16)))
-    # one model size is fitted as L(D) (issue 12); with only 2 distinct D values it still cannot be
+    # one model size is fitted as L(D); with only 2 distinct D values it still cannot be
     (fit / "one_size.csv").write_text("N,C,L\n" + "".join(f"1e6,{c:.3e},{2 + 10 / c ** 0.1 + 1e-3 * i:.6f}\n"
                                                          for i, c in enumerate((1e14, 1e17) * 4)))
     for stem in ("few", "nan", "one_size"):  # earlier analyses must survive a failed one
@@ -182,7 +182,7 @@ CASES = [
                         "--bootstrap", "5"], "no rows with finite"),
     ("fit-one-model-size", ["-m", "fitting", "csv", "{root}/fit/one_size.csv", "--n", "N", "--c", "C", "--loss", "L",
                             "--bootstrap", "5"], "only 2 distinct data sizes (D); exponent beta is not identifiable"),
-    # issue 13: empty or duplicate list entries, names that are not plain, senseless counts,
+    # empty or duplicate list entries, names that are not plain, senseless counts,
     # non-finite numbers, absurd requests, fitting paths that do not exist, --out that is a file
     ("configs-empty", [*NARROW, "--configs", ""], "--configs '' has an empty entry"),
     ("configs-comma", [*NARROW, "--configs", ","], "--configs ',' has an empty entry"),
@@ -216,7 +216,7 @@ CASES = [
                                        "--loss", "L", "--bootstrap", "5"], "need at least"),
     ("fit-missing-column", ["-m", "fitting", "csv", "{root}/fit/few.csv", "--n", "params", "--c", "C", "--loss", "L"],
      "params"),
-    # issue 23: values no trial can use, names and addresses that are empty or too long, grids of
+    # values no trial can use, names and addresses that are empty or too long, grids of
     # absurd size, storage that does not answer; the fitting CLI's seeds, outputs and inputs
     ("seed-too-large", [*NARROW, "--seed", "4294967296"], "--seed 4294967296: seeds run from --seed to --seed + "
      "--seeds - 1 and must stay <= 4294967295"),

@@ -1,5 +1,5 @@
 """The GPU benchmark scripts still run (on CPU, tiny configs): their numbers come from a GPU,
-but a script that broke since it was last run on one would waste a GPU session."""
+but a script that broke since it was last run on one would waste the GPU time of its next run."""
 from __future__ import annotations
 
 import json

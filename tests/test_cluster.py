@@ -33,19 +33,47 @@ def test_ray_init_kwargs_dashboard_is_loopback_by_default():
     assert kw["address"] == "ray://head:10001" and not {"include_dashboard", "dashboard_host"} & set(kw)
 
 
-def test_dashboard_message_names_url_and_token_command(monkeypatch):
+def test_dashboard_message_names_url_and_where_it_binds():
     from types import SimpleNamespace
 
     from sweep.cluster import dashboard_message
 
     args = tune_scaling.parse_args(["--dashboard"])
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what ray.init sets when it enables token auth
     msg = dashboard_message(SimpleNamespace(dashboard_url="127.0.0.1:8265"), args)
-    assert "http://127.0.0.1:8265" in msg and "ray get-auth-token" in msg and "127.0.0.1" in msg
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    assert "token auth is OFF" in dashboard_message(SimpleNamespace(dashboard_url="127.0.0.1:8265"), args)
+    assert "http://127.0.0.1:8265" in msg and "bound to 127.0.0.1" in msg
     assert dashboard_message(SimpleNamespace(dashboard_url=""), args).startswith("dashboard: not running")
     assert dashboard_message(SimpleNamespace(dashboard_url="x"), tune_scaling.parse_args([])) is None
+
+
+def test_auth_line_says_what_the_run_does_about_token_auth(monkeypatch):
+    from sweep.cluster import auth_line
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what start_ray sets for a Ray it starts, unless the user set it
+    assert auth_line().startswith("ray: token auth on") and "ray get-auth-token" in auth_line()
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert "token auth is OFF" in auth_line()
+
+
+def test_a_real_size_grid_without_a_gpu_is_one_line_before_launch(monkeypatch, capsys):
+    """--grid phase1 --init random on a machine without CUDA: exit 2 and one line, nothing started;
+    --dry-run and the tiny smoke grid are not refused."""
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+
+    from sweep.cluster import gpu_refusal
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    launched = []
+    monkeypatch.setitem(sys.modules, "sweep.launch", SimpleNamespace(run_sweep=lambda *a: launched.append(a) or 0))
+    assert tune_scaling.main(["--grid", "phase1", "--init", "random", "--steps", "100", "--no-fit"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "S-S is a real-size model" in err[0] and "has no GPU" in err[0], err
+    assert "--dry-run and --check-data work here" in err[0] and not launched
+    assert tune_scaling.main(["--grid", "phase1", "--dry-run"]) == 0
+    smoke = tune_scaling.build_trials(tune_scaling.parse_args(["--grid", "smoke"]))
+    assert gpu_refusal(smoke, "this machine") is None
 
 
 @pytest.mark.parametrize("address, expected", [

@@ -9,7 +9,6 @@ from search_spaces.sizes import LLM_SIZES, REAL_CONFIGS, VIT_SIZES
 from search_spaces.trial import TrialConfig
 from trainables.flops import (
     flops_breakdown,
-    forward_flops_per_sample,
     mfu,
     peak_flops,
     train_flops_per_sample,
@@ -67,7 +66,7 @@ def test_flops_match_flop_counter_real_sizes_on_meta(variant: str, config: str, 
         batch = _batch(2, 4, 24, 224, 49152)
     llm, vit = cfg.sizes
     fwd = _measure(model, batch, backward=False)
-    assert abs(forward_flops_per_sample(variant, llm, vit, 4, 24, vocab_size=49152) / fwd - 1) < TOL
+    assert abs(sum(flops_breakdown(variant, llm, vit, 4, 24, vocab_size=49152).values()) / fwd - 1) < TOL
     train = _measure(model, batch, backward=True)
     assert abs(trial_flops_per_sample(cfg, 49152) / train - 1) < TOL
 
@@ -75,9 +74,7 @@ def test_flops_match_flop_counter_real_sizes_on_meta(variant: str, config: str, 
 def test_training_is_three_forwards_but_pixels_get_no_gradient() -> None:
     llm, vit = LLM_SIZES["S"], VIT_SIZES["B"]
     parts = flops_breakdown("baseline", llm, vit, 8, 64)
-    fwd = forward_flops_per_sample("baseline", llm, vit, 8, 64)
-    assert fwd == sum(parts.values())
-    assert train_flops_per_sample("baseline", llm, vit, 8, 64) == 3 * fwd - parts["patch_embed"]
+    assert train_flops_per_sample("baseline", llm, vit, 8, 64) == 3 * sum(parts.values()) - parts["patch_embed"]
 
 
 def test_foveated_runs_the_llm_twice_and_skips_the_coarse_pass_for_one_frame() -> None:

@@ -1,5 +1,5 @@
-"""Experiments any Ray client can read, and storage that is not trusted blindly (issue 13, items
-3 and 4): sweep/integrity.py, the portable pickles of sweep/launch.py and sweep/wsd.py.
+"""Experiments any Ray client can read, and storage that is not trusted blindly:
+sweep/integrity.py, the portable pickles of sweep/launch.py and sweep/wsd.py.
 
 One tiny real sweep (1 trial) is shared by the tests: plain Ray reads it in a subprocess whose
 sys.path lacks the project; a tampered tuner.pkl is refused on --resume before it is unpickled.

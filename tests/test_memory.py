@@ -13,7 +13,7 @@ from trainables.models import build_vlm, param_counts
 
 VOCAB = 256
 REAL_VOCAB = 49152
-# Calibration bound. The issue asks for ~30%; the formula is at <= 1.5% today (LayerNorm
+# Calibration bound. A planner needs ~30%; the formula is at <= 1.5% today (LayerNorm
 # stats are bf16 on CPU but fp32 on CUDA, and RoPE tables inside checkpointed layers are
 # invisible to the hooks), so 10% catches drift between the models and the memory model.
 TOLERANCE = 0.10
@@ -126,9 +126,8 @@ def test_estimate_defaults_to_the_trials_own_settings():
     cfg = real("S-B", micro_batch=4, global_batch=16, offload=True, grad_checkpointing=True)
     est = estimate_memory(cfg, REAL_VOCAB)
     assert (est.micro_batch, est.offload, est.checkpointing) == (4, True, True)
-    d = est.as_dict()
-    assert d["gpu_total"] == pytest.approx(est.gpu_total / GIB)
-    assert d["peak_allocated"] < d["gpu_total"]
+    assert 0 < est.peak_allocated < est.gpu_total
+    assert est.gpu_gib == pytest.approx(est.gpu_total / GIB)
 
 
 def test_param_table_is_the_meta_builds():

@@ -1,10 +1,9 @@
-"""The planner (trainables/planner.py) on the seed's configs at 24 GiB, its errors, and the
+"""The planner (trainables/planner.py) on the original experiment plan's configs at 24 GiB, its errors, and the
 72-row phase-4 dry run."""
 from __future__ import annotations
 
 import itertools
 import json
-import time
 
 import pytest
 
@@ -13,24 +12,24 @@ from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS
 from search_spaces.trial import TrialConfig
 from trainables.planner import dry_run_rows, dry_run_totals, format_table, plan_trial
 
-SEED_GIB = 24.0  # the seed's RTX 4090
+PLAN_GIB = 24.0  # the plan's RTX 4090
 
 
-def seed_trial(config: str, variant: str, **kw) -> TrialConfig:
-    """The seed's setting: 8 frames x 224^2, ~64 caption tokens, global batch 16."""
+def plan_setting(config: str, variant: str, **kw) -> TrialConfig:
+    """The plan's setting: 8 frames x 224^2, ~64 caption tokens, global batch 16."""
     return TrialConfig(**{**dict(variant=variant, config=config, steps=1000, frames=8, text_len=64), **kw})
 
 
 @pytest.fixture(scope="module")
 def seed_plans():
-    return {(c, v): plan_trial(seed_trial(c, v), SEED_GIB) for c in REAL_CONFIGS for v in VARIANTS}
+    return {(c, v): plan_trial(plan_setting(c, v), PLAN_GIB) for c in REAL_CONFIGS for v in VARIANTS}
 
 
 def test_plans_fit_and_accumulate_to_the_global_batch(seed_plans):
     for (c, v), p in seed_plans.items():
-        assert p.memory.gpu_gib <= SEED_GIB
+        assert p.memory.gpu_gib <= PLAN_GIB
         assert p.micro_batch * p.grad_accum == 16
-        cfg = p.apply(seed_trial(c, v))  # a valid TrialConfig carrying the plan
+        cfg = p.apply(plan_setting(c, v))  # a valid TrialConfig carrying the plan
         assert (cfg.micro_batch, cfg.grad_accum, cfg.offload) == (p.micro_batch, p.grad_accum, p.offload)
 
 
@@ -69,59 +68,56 @@ def test_larger_configs_never_get_a_larger_micro_batch(seed_plans):
 
 
 def test_memory_savers_only_when_needed():
-    s_s = plan_trial(seed_trial("S-S", "baseline"), SEED_GIB)
+    s_s = plan_trial(plan_setting("S-S", "baseline"), PLAN_GIB)
     assert not s_s.offload and not s_s.grad_checkpointing
     # 16 frames of DINOv2-L at 12 GiB: not even micro-batch 1 fits without recomputation
-    p = plan_trial(seed_trial("S-L", "baseline", frames=16), 12.0)
+    p = plan_trial(plan_setting("S-L", "baseline", frames=16), 12.0)
     assert p.grad_checkpointing and not p.offload
     # a bigger card never gets a smaller micro-batch or more savers
     for c in REAL_CONFIGS:
-        small, big = plan_trial(seed_trial(c, "foveated"), 24.0), plan_trial(seed_trial(c, "foveated"), 80.0)
+        small, big = plan_trial(plan_setting(c, "foveated"), 24.0), plan_trial(plan_setting(c, "foveated"), 80.0)
         assert big.micro_batch >= small.micro_batch or small.offload > big.offload
         assert (big.offload, big.grad_checkpointing) <= (small.offload, small.grad_checkpointing)
 
 
 def test_non_power_of_two_global_batch_uses_a_divisor():
-    p = plan_trial(seed_trial("S-S", "foveated", global_batch=12, micro_batch=12), SEED_GIB)
+    p = plan_trial(plan_setting("S-S", "foveated", global_batch=12, micro_batch=12), PLAN_GIB)
     assert p.micro_batch == 4 and p.grad_accum == 3
 
 
 @pytest.mark.parametrize("gib", [0, -8.0])
 def test_error_non_positive_memory(gib):
     with pytest.raises(ConfigError, match="positive"):
-        plan_trial(seed_trial("S-S", "foveated"), gib)
+        plan_trial(plan_setting("S-S", "foveated"), gib)
 
 
 def test_error_no_candidate_divides_the_global_batch():
     with pytest.raises(ConfigError, match="not divisible") as e:
-        plan_trial(seed_trial("S-S", "foveated", global_batch=12, micro_batch=12), SEED_GIB, micro_batches=(8, 16))
+        plan_trial(plan_setting("S-S", "foveated", global_batch=12, micro_batch=12), PLAN_GIB, micro_batches=(8, 16))
     assert "\n" not in str(e.value)
 
 
 def test_error_nothing_fits():
     with pytest.raises(ConfigError, match="does not fit") as e:
-        plan_trial(seed_trial("L-L", "baseline"), 4.0)
+        plan_trial(plan_setting("L-L", "baseline"), 4.0)
     assert "\n" not in str(e.value)
 
 
 def phase4() -> list[TrialConfig]:
-    return [seed_trial(c, v, steps=s) for c in REAL_CONFIGS for v in GRID_VARIANTS for s in (100, 300, 1000, 3000)]
+    return [plan_setting(c, v, steps=s) for c in REAL_CONFIGS for v in GRID_VARIANTS for s in (100, 300, 1000, 3000)]
 
 
-def test_phase4_dry_run_72_rows_fast():
-    import trainables.engine  # noqa: F401 - the one-off torch / transformers import is not the table's cost
-    import trainables.models  # noqa: F401
-
+def test_phase4_dry_run_72_rows():
+    """Its speed is measured, not asserted here (docs/measurements.md); that planning builds no
+    model and imports no torch is test_dry_run_imports_no_torch_and_builds_no_model."""
     trials = phase4()
-    t0 = time.perf_counter()
-    rows = dry_run_rows(trials, SEED_GIB, gpu_name="H100")
-    elapsed = time.perf_counter() - t0
-    assert len(rows) == 72 and elapsed < 5.0, elapsed
+    rows = dry_run_rows(trials, PLAN_GIB, gpu_name="H100")
+    assert len(rows) == 72
     for r, cfg in zip(rows, trials):
         assert r["total_flops"] == pytest.approx(cfg.steps * cfg.global_batch * r["flops_per_sample"])
         assert r["n_params"] > r["n_params_llm"] > 0 and r["n_params_vision"] > 0
-        assert r["gpu_mem_gib"] <= SEED_GIB and r["gpu_hours"] > 0
-    totals = dry_run_totals(rows, SEED_GIB, "H100")
+        assert r["gpu_mem_gib"] <= PLAN_GIB and r["gpu_hours"] > 0
+    totals = dry_run_totals(rows, PLAN_GIB, "H100")
     assert totals["total_flops"] == pytest.approx(sum(r["total_flops"] for r in rows))
     text = format_table(rows, totals)
     lines = text.splitlines()
@@ -130,28 +126,28 @@ def test_phase4_dry_run_72_rows_fast():
 
 
 def test_dry_run_time_model():
-    trials = [seed_trial("S-S", "foveated", steps=100), seed_trial("L-L", "baseline", steps=100)]
-    base = dry_run_rows(trials, SEED_GIB, mfu_assumption=0.35)
-    slower = dry_run_rows(trials, SEED_GIB, mfu_assumption=0.175)
+    trials = [plan_setting("S-S", "foveated", steps=100), plan_setting("L-L", "baseline", steps=100)]
+    base = dry_run_rows(trials, PLAN_GIB, mfu_assumption=0.35)
+    slower = dry_run_rows(trials, PLAN_GIB, mfu_assumption=0.175)
     assert slower[0]["gpu_hours"] == pytest.approx(2 * base[0]["gpu_hours"])
-    measured = dry_run_rows(trials, SEED_GIB, samples_per_s={("foveated", "S-S"): 16.0})
+    measured = dry_run_rows(trials, PLAN_GIB, samples_per_s={("foveated", "S-S"): 16.0})
     assert measured[0]["gpu_hours"] == pytest.approx(100 * 16 / 16.0 / 3600)
     assert measured[0]["time_from"] == "measured" and measured[1]["time_from"].startswith("mfu")
-    a100 = dry_run_rows(trials, SEED_GIB, gpu_name="A100")
+    a100 = dry_run_rows(trials, PLAN_GIB, gpu_name="A100")
     assert a100[0]["gpu_hours"] > base[0]["gpu_hours"]
     with pytest.raises(ConfigError):
-        dry_run_rows(trials, SEED_GIB, mfu_assumption=0)
+        dry_run_rows(trials, PLAN_GIB, mfu_assumption=0)
     with pytest.raises(ConfigError, match="unknown GPU"):
-        dry_run_rows(trials, SEED_GIB, gpu_name="Voodoo2")
+        dry_run_rows(trials, PLAN_GIB, gpu_name="Voodoo2")
 
 
 def test_dry_run_uses_measured_mfu_per_size_class():
     from trainables.measured_mfu import MEASURED_MFU, mfu_for
 
-    trials = [seed_trial("M-S", "baseline", steps=100), seed_trial("M-L", "foveated", steps=100),
-              seed_trial("S-S", "foveated", steps=100)]
-    rows = dry_run_rows(trials, SEED_GIB, gpu_name="H200")
-    assumed = dry_run_rows(trials, SEED_GIB, gpu_name="H200", mfu_assumption=0.35)
+    trials = [plan_setting("M-S", "baseline", steps=100), plan_setting("M-L", "foveated", steps=100),
+              plan_setting("S-S", "foveated", steps=100)]
+    rows = dry_run_rows(trials, PLAN_GIB, gpu_name="H200")
+    assumed = dry_run_rows(trials, PLAN_GIB, gpu_name="H200", mfu_assumption=0.35)
     exact = MEASURED_MFU[("baseline", "M-S")]
     assert rows[0]["time_from"] == f"mfu={exact:g} (measured M-S baseline)"
     # same FLOPs, measured (lower) MFU: the bill grows by 0.35 / measured

@@ -1,4 +1,4 @@
-"""Fault injection on whole sweeps (issues 8 and 23): the driver SIGKILLed three times and
+"""Fault injection on whole sweeps: the driver SIGKILLed three times and
 resumed, a WSD sweep killed after its first fork checkpoint and resumed (in place, and after its
 directory was moved), two drivers on one experiment, a trial process SIGKILLed mid-step, Ctrl-C
 and SIGTERM, a diverging and an out-of-memory trial inside a sweep, a truncated checkpoint.

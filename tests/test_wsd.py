@@ -1,4 +1,4 @@
-"""WSD schedule with cooldown branches forked from Ray checkpoints (issue 9): the families, the
+"""WSD schedule with cooldown branches forked from Ray checkpoints: the families, the
 LR curve across a fork, the fork check, the searcher, and the whole thing through Ray."""
 from __future__ import annotations
 
@@ -188,6 +188,9 @@ def wsd_experiment(tmp_path_factory):
     assert not ray.is_initialized()
     argv = ["--grid", "smoke", "--configs", "T1-T1", "--variants", "baseline", "--steps", "20,40", "--seeds", "1",
             "--schedule", "wsd", "--cooldown-frac", "0.25", "--deterministic", "--no-fit",
+            # the settings' rates, so the reference run below (built without the committed
+            # learning-rate table) trains at the experiment's rate
+            "--lr", "5e-4", "--lr-backbone", "5e-4",
             "--storage-path", str(root), "--name", "wsd"]
     rc = tune_scaling.main(argv)
     try:

@@ -93,21 +93,6 @@ def flops_breakdown(
     return out
 
 
-def forward_flops_per_sample(
-    variant: str,
-    llm: LLMSize,
-    vit: ViTSize,
-    frames: int,
-    text_len: int,
-    image_size: int = 224,
-    query_dim: int = 384,
-    vocab_size: int | None = None,
-) -> float:
-    """Forward matmul/conv FLOPs for one sample (vocab_size defaults to the LLM's)."""
-    parts = flops_breakdown(variant, llm, vit, frames, text_len, image_size, query_dim, vocab_size)
-    return float(sum(parts.values()))
-
-
 def train_flops_per_sample(
     variant: str,
     llm: LLMSize,

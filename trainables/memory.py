@@ -226,23 +226,6 @@ class MemoryEstimate:
     def host_gib(self) -> float:
         return self.host / GIB
 
-    def as_dict(self) -> dict[str, float]:
-        """GiB by term, for reports and the benchmark."""
-        terms = {
-            "weights": self.weights, "grads": self.grads, "optimizer": self.optimizer,
-            "activations_saved": self.activations.saved, "activations_transient": self.activations.transient,
-            "step_transient": self.step_transient, "peak_allocated": self.peak_allocated,
-            "fragmentation": self.fragmentation, "cuda_context": CUDA_CONTEXT_BYTES,
-            "gpu_total": self.gpu_total, "host": self.host,
-        }
-        return {k: v / GIB for k, v in terms.items()}
-
-
-def _reduce_bucket(cfg: TrialConfig) -> int:
-    """ZeRO's gradient reduce bucket (elements): the value trainables/engine.py's DeepSpeed
-    config uses (it imports it from here, so planning needs no torch)."""
-    return int(ZERO_BUCKET_ELEMENTS)
-
 
 def estimate_memory(
     cfg: TrialConfig,
@@ -261,12 +244,12 @@ def estimate_memory(
     e = 2 if cfg.precision == "bf16" else 4
     # ZeRO-2 (stage_1_and_2.py) stages gradients through reduce buckets, double-buffered
     # when overlap_comm is on (the engine turns it on under CUDA).
-    buckets = 2 * _reduce_bucket(cfg) * e
+    buckets = 2 * ZERO_BUCKET_ELEMENTS * e
     weights = P * e  # params are views into one flat low-precision buffer
     if off:
         # Grads leave for pinned host memory per bucket; at most about a bucket of param.grad
         # waits (the largest tensor goes alone) next to the staging buffers.
-        grads = buckets + max(_reduce_bucket(cfg), n.largest_tensor) * e
+        grads = buckets + max(ZERO_BUCKET_ELEMENTS, n.largest_tensor) * e
         optimizer = 0.0
         step = 0.0  # the step runs on the host; only the bf16 copy-back crosses over
     else:

@@ -12,19 +12,19 @@ offload because ZeRO-Offload's host Adam + PCIe copies cost more per step at the
 Accumulation = global_batch / micro_batch, so the optimisation (the fairness rules' "same
 samples, same optimizer") never depends on the card.
 
-Against the seed's table (RTX 4090, 24 GiB, 8 frames x 224^2, ~64 text tokens; predicted GPU
-memory includes a 10% fragmentation margin and 1 GiB of CUDA context); see
-`python -m trainables.planner 24` for the numbers:
-* S-S, S-B: 16, no savers - agrees. M-S: 16, M-B: 16 (foveated) / 8 (baseline) - the seed's
+Against the original experiment plan's hand-made table (RTX 4090, 24 GiB, 8 frames x 224^2,
+~64 text tokens; predicted GPU memory includes a 10% fragmentation margin and 1 GiB of CUDA
+context); see `python -m trainables.planner 24` for the numbers:
+* S-S, S-B: 16, no savers - agrees. M-S: 16, M-B: 16 (foveated) / 8 (baseline) - the plan's
   8-12 band or above (12 is not a power of two dividing 16).
-* S-L and M-L: micro-batch 4 x 4 accumulation, both variants - the seed had 16 for S-L and
+* S-L and M-L: micro-batch 4 x 4 accumulation, both variants - the plan had 16 for S-L and
   4-8 for M-L. Here every parameter trains, and DINOv2-L over 8 x 257 tokens saves ~1.6 GiB
   of activations per sample in bf16; 16 fits only with checkpointing (or a frozen ViT, which
-  the seed may have had). We prefer accumulation: it costs no compute, and a micro-batch of
+  the plan may have assumed). We prefer accumulation: it costs no compute, and a micro-batch of
   4 clips is still 8k ViT tokens, enough to keep a GPU busy.
-* L-*: need offload at 24 GiB, as the seed says (fp32 master + Adam moments alone are
+* L-*: need offload at 24 GiB, as the plan says (fp32 master + Adam moments alone are
   12 B/param = 19 GiB). Once offloaded only bf16 weights + gradient staging (~2 B/param)
-  stay on the GPU, so micro-batches of 4-16 fit, not the seed's 1-2. The seed cannot have
+  stay on the GPU, so micro-batches of 4-16 fit, not the plan's 1-2. The plan cannot have
   kept fp32 master + AdamW state on the card at all; its 1-2 fits e.g. pure-bf16 AdamW
   (8 B/param = 13 GiB on the GPU). These numbers assume engine.py's ZeRO-2 CPU offload.
 * Not monotone across memory modes: L-L foveated (offloaded) gets 8 while M-L (not

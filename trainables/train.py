@@ -151,7 +151,7 @@ def report_history(state: dict) -> None:
     from ray import tune
 
     for m in state["history"]:
-        tune.report({**m, "re_reported": True, "resumed_from_step": state["step"]})
+        tune.report({**m, M.RE_REPORTED: True, M.RESUMED_FROM_STEP: state["step"]})
 
 
 def step_metrics(t: Trial, state: dict, start: int, train_loss: float, milestone: bool, rates: dict) -> dict:
@@ -165,7 +165,7 @@ def step_metrics(t: Trial, state: dict, start: int, train_loss: float, milestone
         M.FLOPS: state["flops"], "flops_per_sample": t.flops_per_sample,
         M.N_PARAMS: counts["total"], M.N_PARAMS_LLM: counts["llm_non_embedding"],
         M.N_PARAMS_VISION: counts["vision"], "n_bad_rows": state["n_bad_rows"],
-        M.MILESTONE: bool(milestone), "resumed_from_step": start, "master_port": int(os.environ["MASTER_PORT"]),
+        M.MILESTONE: bool(milestone), M.RESUMED_FROM_STEP: start, "master_port": int(os.environ["MASTER_PORT"]),
         # CPU numerics differ with the thread count and the vector kernels (AVX2 vs AVX-512)
         "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         **rates, **memory_metrics(),

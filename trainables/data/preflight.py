@@ -18,6 +18,7 @@ from search_spaces.errors import ConfigError
 from trainables.data import synthetic
 from trainables.data.prefetch import pipeline_host_bytes
 from trainables.data.sources import CACHED_GROUPS, resolve
+from trainables.hub import is_hub_id
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 LLM_FILES = ("tokenizer.json", "tokenizer_config.json")  # the trial loads the LLM's own tokenizer
@@ -29,10 +30,10 @@ def _missing_weights(name: str | None, arg: str, extra: tuple[str, ...] = ()) ->
     if name is None:
         return f"this size has no hub id: pass {arg}"
     path = os.path.expanduser(name)
-    if os.path.isdir(path):
+    if not is_hub_id(name):
+        if not os.path.isdir(path):
+            return f"no directory {path}"
         return None if os.path.exists(os.path.join(path, "config.json")) else f"{path} has no config.json"
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        return f"no directory {path}"
     from huggingface_hub import try_to_load_from_cache
 
     def cached(f: str) -> bool:

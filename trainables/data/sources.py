@@ -21,9 +21,8 @@ import numpy as np
 
 from search_spaces.errors import ConfigError
 from trainables.data.synthetic import TASKS
+from trainables.hub import is_hub_id
 
-# only an org/name id goes to the hub; anything else that does not exist is a missing path
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 SHUFFLE_WINDOW = 4  # parquet: the epoch order shuffles rows across this many row groups at a time
 CACHED_GROUPS = SHUFFLE_WINDOW + 1  # row groups kept per process: a window, and a batch straddling the next
 
@@ -46,7 +45,7 @@ def resolve(name: str) -> tuple[str, str]:
         raise ConfigError(f"dataset {name!r}: a path, but neither a save_to_disk directory nor parquet files")
     if has_magic(path) and glob(path):
         return "parquet", path
-    if HUB_ID.fullmatch(name) and not name.endswith(".parquet"):
+    if is_hub_id(name):  # only an org/name id goes to the hub; anything else is a missing path
         return "hub", name
     where = "" if path == name and os.path.isabs(path) else f" ({os.path.abspath(path)})"
     raise ConfigError(f"dataset path {name} does not exist{where}; a hub data set is given as org/name")

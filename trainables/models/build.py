@@ -9,6 +9,7 @@ from transformers import Dinov2Model, LlamaForCausalLM, PreTrainedModel
 from search_spaces.errors import ConfigError
 from search_spaces.sizes import LLMSize, ViTSize
 from search_spaces.trial import TrialConfig
+from trainables.hub import is_hub_id
 from trainables.models.base import VLMBase
 from trainables.models.baseline import BaselineVLM
 from trainables.models.foveated import FoveatedVLM
@@ -22,11 +23,6 @@ def _offline() -> bool:
     return any(f in ("1", "true", "yes", "on") for f in flags)
 
 
-def _looks_local(name: str) -> bool:
-    """Hub ids are "org/name"; anything path-like is meant as a local directory."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.path.isdir(name)
-
-
 def _load(
     cls: type[PreTrainedModel], name: str | None, what: str, arg: str, attn: str, **kw: object
 ) -> PreTrainedModel:
@@ -36,13 +32,13 @@ def _load(
             f"init=pretrained needs {arg} for the {what}: this size has no hub id; "
             f"pass a local directory via {arg}, or use init=random"
         )
+    local = not is_hub_id(name)
     name = os.path.expanduser(name)
-    if _looks_local(name) and not os.path.isdir(name):
+    if local and not os.path.isdir(name):
         raise ConfigError(
             f"cannot load the {what} from {name!r}: no such directory; fix {arg}, or use init=random"
         )
     remedy = f"download it (hf download {name}) or pass a local directory via {arg}, or use init=random"
-    local = os.path.isdir(name)
     try:
         # fp32 like the random init; the trainer decides the training precision
         return cls.from_pretrained(

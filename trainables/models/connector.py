@@ -32,7 +32,7 @@ def scale_visual(x: torch.Tensor, visual_scale: float, dtype: torch.dtype) -> to
     """Put visual tokens on the text-embedding scale: RMS-normalise each token, times a constant.
 
     After this every visual token has per-element RMS == `visual_scale` (0.14 by default,
-    the seed's constant), whatever the projector's output magnitude, so neither variant can
+    the original experiment plan's constant), whatever the projector's output magnitude, so neither variant can
     win by learning a louder or quieter visual signal. Parameter-free and applied the same
     way in both variants. Computed in fp32 (bf16 sums of squares are coarse), returned in
     the LLM's embedding dtype.

@@ -45,7 +45,7 @@ class FoveatedVLM(VLMBase):
         # nn.Linear's default init on purpose: a CLS-sized one (std 0.02 per element) raises the
         # image-dependent share of a random-init token from ~1e-4 to ~2e-2, but on the smoke task
         # it learned to look no more reliably (vision gap 0.50 vs 0.94, T1-T1, 600 steps): the
-        # query must stay large enough to steer attention in every ViT layer (issue 12 notes).
+        # query must stay large enough to steer attention in every ViT layer.
         self.query_in = nn.Linear(query_dim, vision.hidden)
         self.query_out = nn.Linear(llm.hidden, query_dim)
 
