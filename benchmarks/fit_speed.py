@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fitting import fit_law  # noqa: E402
-from fitting.table import load_csv  # noqa: E402
+from fitting.csv_table import load_csv  # noqa: E402
 from fitting.threads import single_threaded_blas  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla_svg_extracted_data.csv"

@@ -3,22 +3,50 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fitting import bootstrap, comparisons, derived, engine, honest, plots, report
-from fitting.fitset import JOINT, FitSet
+from fitting import bootstrap, columns, comparisons, derived, engine, honest, plots, report
+from fitting.csv_table import load_csv
+from fitting.errors import FitError
+from fitting.fitset import JOINT, LC_POINTS, FitSet
 from fitting.keys import LawKey
-from fitting.table import fit_frame, load_csv, load_experiment
+from fitting.progress import Progress, say
+from fitting.table import fit_frame, load_experiment
 from fitting.threads import single_threaded
-from fitting.vision import COLUMNS as VISION_COLUMNS
 from fitting.vision import rule as vision_rule
 from fitting.vision import seed_spread, vision_gaps
 
 
 FINAL_POINTS = "final evaluation of each run (end of its LR schedule)"
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How analyze_frame fits a frame and describes it (run_analysis and run_csv fill it in).
+    A misspelt option is a TypeError and an impossible value a FitError, never ignored."""
+
+    n_bootstrap: int = 1000  # resamples (0: no intervals)
+    seed: int = 0  # of the resampling
+    source: str = ""  # where the points came from, as report.md names it
+    dropped: tuple = ()  # trials or rows left out, each {"run_id", "reason"}
+    notes: tuple = ()  # caveats report.md lists first
+    strict: bool = False  # a law the data cannot support is a FitError, not skipped with its reason
+    n_rows: int | None = None  # rows of the input (default: the frame's)
+    selection: str = "every point"  # which rows are fit points, in words
+    require_vision: bool = False  # withhold a comparison whose arms' use of their frames was not measured
+    lc_points: str = "all"  # L(C)'s points: "all" or each group's compute-efficient "frontier"
+
+    def __post_init__(self):
+        if self.n_bootstrap < 0 or self.seed < 0:
+            raise FitError(f"bootstrap resamples and seed must be >= 0, got {self.n_bootstrap} and {self.seed}")
+        if self.lc_points not in LC_POINTS:
+            raise FitError(f"lc_points must be one of {', '.join(LC_POINTS)}, got {self.lc_points!r}")
+        object.__setattr__(self, "dropped", tuple(self.dropped))
+        object.__setattr__(self, "notes", tuple(self.notes))
 
 
 @single_threaded
@@ -38,9 +66,9 @@ def run_analysis(experiment_dir, out_dir=None, n_bootstrap: int = 1000, seed: in
     n_mid = len(points) - len(frame)
     notes = [f"{n_mid} intermediate milestone evaluation(s) of decaying-schedule runs are kept in "
              "points.parquet but not fitted (their learning rate had not decayed)."] if n_mid else []
-    return analyze_frame(frame, out, n_bootstrap, seed, source=str(experiment_dir), dropped=dropped,
-                         notes=notes, n_rows=len(points), selection=FINAL_POINTS, require_vision=True,
-                         lc_points=lc_points)
+    return analyze_frame(frame, out, AnalysisOptions(
+        n_bootstrap, seed, source=str(experiment_dir), dropped=dropped, notes=notes, n_rows=len(points),
+        selection=FINAL_POINTS, require_vision=True, lc_points=lc_points))
 
 
 @single_threaded
@@ -61,44 +89,46 @@ def run_csv(path, n_col, loss_col, d_col=None, c_col=None, group_col=None, out_d
     else:
         notes.append("No --run column: every row is treated as its own run, so the bootstrap assumes independent "
                      "rows; for checkpoints of one training run (autocorrelated) the intervals are too narrow.")
-    return analyze_frame(frame, out, n_bootstrap, seed, source=str(path), dropped=dropped, notes=notes,
-                         strict=True, n_rows=len(frame) + len(dropped),
-                         selection="every row" + (" kept" if dropped else ""), lc_points=lc_points)
+    return analyze_frame(frame, out, AnalysisOptions(
+        n_bootstrap, seed, source=str(path), dropped=dropped, notes=notes, strict=True,
+        n_rows=len(frame) + len(dropped), selection="every row" + (" kept" if dropped else ""), lc_points=lc_points))
 
 
 @single_threaded
-def analyze_frame(frame: pd.DataFrame, out: Path, n_bootstrap=1000, seed=0, source="", dropped=(),
-                  notes=(), strict=False, n_rows=None, selection="every point", require_vision=False,
-                  lc_points="all") -> dict:
+def analyze_frame(frame: pd.DataFrame, out: Path, options: AnalysisOptions = AnalysisOptions()) -> dict:
+    """Fit a fit frame (columns.py) and write fits.json, report.md and the plots to `out`."""
+    o = options
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for col in VISION_COLUMNS:
-        if col not in frame:
-            frame = frame.assign(**{col: np.nan})
-    fs = FitSet(frame, strict=strict, base_selection=selection, lc_points=lc_points)
-    vision, vision_runs = vision_gaps(fs.frame, max(n_bootstrap, 200), seed)
-    sees = {g: (vision[g]["uses_frames"] if g in vision else not require_vision) for g in fs.groups}
+    fs = FitSet(columns.complete(frame), strict=o.strict, base_selection=o.selection, lc_points=o.lc_points)
+    # said once the full fits stand (a strict fit's FitError stays the only line), before the bootstrap
+    say(f"fitting {o.source or 'a table'}: {len(fs.frame)} points, {len(fs.current())} laws fitted; "
+        + (f"{o.n_bootstrap} bootstrap resamples on {bootstrap.default_workers()} process(es)"
+           if o.n_bootstrap else "no bootstrap (no intervals)"))
+    vision, vision_runs = vision_gaps(fs.frame, max(o.n_bootstrap, 200), o.seed)
+    sees = {g: (vision[g]["uses_frames"] if g in vision else not o.require_vision) for g in fs.groups}
     allowed = [(t, r) for t, r in derived.pairs(fs.groups) if sees[t] and sees[r]]
     ctx = derived.context(fs.frame, fs.current(), allowed_pairs=allowed)
     how = bootstrap.plan(fs.frame, _residuals(fs))
     full = bootstrap.stats(fs.current(), ctx)
-    boot = bootstrap.bootstrap(fs, ctx, n_bootstrap, seed, how)
+    boot = bootstrap.bootstrap(fs, ctx, o.n_bootstrap, o.seed, how, progress=Progress(o.n_bootstrap).update)
     runs = honest.runs_per_group(fs.frame)
     laws = _laws(fs, boot)
-    used = np.unique(np.concatenate([e.rows for e in fs.entries.values() if e.status == "ok"] or [np.array([], int)]))
+    used = np.unique(np.concatenate([e.rows for e in fs.entries.values() if e.status == honest.OK]
+                                    or [np.array([], int)]))
     fits = {
-        "source": source, "n_rows": n_rows if n_rows is not None else len(frame),
-        "n_fit_points": int(len(used)), "n_candidate_points": len(fs.frame), "selection": selection,
+        "source": o.source, "n_rows": o.n_rows if o.n_rows is not None else len(frame),
+        "n_fit_points": int(len(used)), "n_candidate_points": len(fs.frame), "selection": o.selection,
         "groups": fs.groups, "runs_per_group": runs,
-        "bootstrap": {"n": n_bootstrap, "seed": seed, "unit": "run_id (resampled within group)",
+        "bootstrap": {"n": o.n_bootstrap, "seed": o.seed, "unit": "run_id (resampled within group)",
                       "resampling": bootstrap.describe(how), "interval": "percentile 95%",
                       "not_converged": {k.label(): v for k, v in boot.not_converged.items()}},
-        "vision": vision, "vision_required": require_vision, "vision_runs": vision_runs,
+        "vision": vision, "vision_required": o.require_vision, "vision_runs": vision_runs,
         "vision_rule": vision_rule(),
         "seeds": seed_spread(fs.frame, vision_runs),
-        "dropped": list(dropped), "laws": laws,
-        "derived": comparisons.derived(fs, ctx, full, boot, laws, vision, require_vision, runs),
-        "notes": list(notes) + _caveats(fs) + _budget_notes(boot, n_bootstrap),
+        "dropped": list(o.dropped), "laws": laws,
+        "derived": comparisons.derived(fs, ctx, full, boot, laws, vision, o.require_vision, runs),
+        "notes": list(o.notes) + _caveats(fs) + _budget_notes(boot, o.n_bootstrap),
     }
     fits["plots"] = plots.make_all(fs, ctx, fits, boot, out)
     fits = _jsonable(fits)
@@ -116,7 +146,7 @@ def _residuals(fs: FitSet) -> np.ndarray:
     for g in fs.groups:
         for law in ("L(N,D)", "L(D)", "L(C)"):
             e = fs.entries.get((law, g))
-            if e is not None and e.status == "ok":
+            if e is not None and e.status == honest.OK:
                 r[e.rows] = e.fit.residuals()
                 break
     return r
@@ -125,10 +155,10 @@ def _residuals(fs: FitSet) -> np.ndarray:
 def _laws(fs: FitSet, boot) -> dict:
     laws = {}
     for (law, group), e in fs.entries.items():
-        names = e.fit.groups if (e.status == "ok" and group == JOINT) else [group]
+        names = e.fit.groups if (e.status == honest.OK and group == JOINT) else [group]
         for name in names:
             rec = {"status": e.status, "selection": e.selection, "n_available": int(e.n_available)}
-            if e.status != "ok":
+            if e.status != honest.OK:
                 rec["reason"] = e.reason
                 rec["n_points"] = int(len(e.rows)) if e.rows is not None else 0
             else:
@@ -154,7 +184,7 @@ def _budget_notes(boot: bootstrap.Resamples, n: int) -> list[str]:
 def _caveats(fs: FitSet) -> list[str]:
     out = []
     for (law, group), e in fs.entries.items():
-        if e.status != "ok":
+        if e.status != honest.OK:
             out.append(f"{law} [{group}] not fitted: {e.reason}.")
     for g in fs.groups:
         n_sizes = fs.frame.loc[fs.frame["group"] == g, "N"].nunique()

@@ -24,6 +24,7 @@ import pandas as pd
 
 from fitting import derived
 from fitting.fitset import FitSet, param_stats
+from fitting.honest import OK
 from fitting.keys import LawKey, StatKey
 from fitting.threads import single_threaded, single_threaded_blas
 
@@ -142,35 +143,60 @@ class Resamples:
 
 
 _SHARED: dict = {}  # the FitSet and weights, inherited by forked workers (never pickled)
+BATCHES = 20  # resamples are refitted in this many batches, so progress can be shown between them
 
 
-def _refit_keys(keys) -> list[dict]:
+def default_workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+def _refit_keys(keys, start: int, stop: int) -> list[dict]:
     with single_threaded_blas():
         fs, weights = _SHARED["fitset"], _SHARED["weights"]
-        return [fs.refit(w, keys) for w in weights]
+        return [fs.refit(w, keys) for w in weights[start:stop]]
 
 
-def refit_all(fitset: FitSet, weights: list, workers: int | None = None) -> list[dict]:
-    """Refit every law on every weight vector; laws are split between `workers` forked
-    processes (default: min(2, CPUs); 1 = in this process). Same results either way."""
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    keys = [k for k, e in fitset.entries.items() if e.status == "ok"]
-    if workers <= 1 or len(keys) < 2 or "fork" not in mp.get_all_start_methods():
-        return [fitset.refit(w) for w in weights]
-    # balance by cost: points x parameters, largest first, each to the least-loaded worker
+def _parts(fitset: FitSet, keys: list, workers: int) -> list[list]:
+    """The laws split into `workers` parts of about equal cost (points x parameters): largest
+    first, each to the least-loaded part."""
     cost = {k: len(fitset.entries[k].rows) * fitset.entries[k].fit.refit_cost for k in keys}
     parts, load = [[] for _ in range(workers)], [0.0] * workers
     for k in sorted(keys, key=cost.get, reverse=True):
         i = int(np.argmin(load))
         parts[i].append(k)
         load[i] += cost[k]
+    return parts
+
+
+def refit_all(fitset: FitSet, weights: list, workers: int | None = None, progress=None) -> list[dict]:
+    """Refit every law on every weight vector; laws are split between `workers` forked
+    processes (default: min(2, CPUs); 1 = in this process). Same results either way.
+    progress(done) is called after each batch of resamples."""
+    workers = default_workers() if workers is None else workers
+    keys = [k for k, e in fitset.entries.items() if e.status == OK]
+    step = max(1, -(-len(weights) // BATCHES))
+    batches = [(a, min(a + step, len(weights))) for a in range(0, len(weights), step)]
+    out: list[dict] = []
+    if workers <= 1 or len(keys) < 2 or "fork" not in mp.get_all_start_methods():
+        for a, b in batches:
+            out += [fitset.refit(w) for w in weights[a:b]]
+            if progress:
+                progress(b)
+        return out
+    parts = _parts(fitset, keys, workers)
     _SHARED.update(fitset=fitset, weights=weights)
     try:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            results = list(pool.map(_refit_keys, parts))
+            # every (batch, part) queued at once; results are taken batch by batch, in order
+            pending = [(b, [pool.submit(_refit_keys, part, a, b) for part in parts]) for a, b in batches]
+            for b, futures in pending:
+                results = [f.result() for f in futures]
+                out += [{k: v for r in results for k, v in r[i].items()} for i in range(len(results[0]))]
+                if progress:
+                    progress(b)
     finally:
         _SHARED.clear()
-    return [{k: v for r in results for k, v in r[i].items()} for i in range(len(weights))]
+    return out
 
 
 def _spread(draws: list, n: int, indicator: bool) -> Spread:
@@ -193,8 +219,9 @@ def _spread(draws: list, n: int, indicator: bool) -> Spread:
 
 @single_threaded
 def bootstrap(fitset: FitSet, ctx: derived.Context, n: int = 1000, seed: int = 0, p: dict | None = None,
-              workers: int | None = None) -> Resamples:
-    """Every statistic's Spread over `n` resamples, and the refits that did not converge."""
+              workers: int | None = None, progress=None) -> Resamples:
+    """Every statistic's Spread over `n` resamples, and the refits that did not converge.
+    progress(done): called as the resamples are refitted (e.g. progress.Progress.update)."""
     full = stats(fitset.current(), ctx)
     if n <= 0 or not full:
         return Resamples()
@@ -202,7 +229,7 @@ def bootstrap(fitset: FitSet, ctx: derived.Context, n: int = 1000, seed: int = 0
     weights = [run_weights(fitset.frame, rng, p) for _ in range(n)]
     draws = {k: [] for k in full}
     stuck: dict[LawKey, int] = {}
-    for refits in refit_all(fitset, weights, workers):
+    for refits in refit_all(fitset, weights, workers, progress):
         for key, f in refits.items():
             if f is not None and not f.converged:
                 stuck[key] = stuck.get(key, 0) + 1

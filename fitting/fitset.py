@@ -17,15 +17,17 @@ import pandas as pd
 
 from fitting import isoflop
 from fitting.errors import FitError
+from fitting.honest import OK, SKIPPED
 from fitting.keys import LawKey, StatKey
 from fitting.laws import LAWS, FittedLaw, fit_law
 
 JOINT = "joint"  # suffix of the law name for joint fits, e.g. "L(N,D) joint"
+LC_POINTS = ("all", "frontier")  # L(C)'s points: every point, or the compute-efficient frontier (opt-in)
 
 
 @dataclass
 class Entry:
-    status: str  # "ok" | "skipped"
+    status: str  # OK | SKIPPED
     reason: str = ""
     fit: FittedLaw | None = None  # laws.LawFit or isoflop.IsoFlopFit
     rows: np.ndarray | None = None  # frame row indices the fit used
@@ -72,11 +74,11 @@ class FitSet:
         try:
             labels = sub["group"].to_numpy(str) if group == JOINT else np.full(len(sub), group)
             fit = fit_law(law, _features(sub, law), sub["loss"].to_numpy(float), labels)
-            entry = Entry("ok", fit=fit, rows=np.asarray(rows), selection=selection)
+            entry = Entry(OK, fit=fit, rows=np.asarray(rows), selection=selection)
         except FitError as e:
             if strict:
                 raise
-            entry = Entry("skipped", reason=str(e), rows=np.asarray(rows), selection=selection)
+            entry = Entry(SKIPPED, reason=str(e), rows=np.asarray(rows), selection=selection)
         entry.n_available = len(self.frame) if group == JOINT else len(self._rows(group))
         name = f"{law} {JOINT}" if group == JOINT else law
         self.entries[LawKey(name, group)] = entry
@@ -89,7 +91,7 @@ class FitSet:
             if grp in self.one_size:
                 # one model size: the N term is a constant absorbed into E, so fit L(D) and say so
                 self.entries[LawKey("L(N,D)", grp)] = Entry(
-                    "skipped", reason="only 1 distinct model sizes (N); exponent alpha is not identifiable "
+                    SKIPPED, reason="only 1 distinct model sizes (N); exponent alpha is not identifiable "
                     "(need at least 3): L(D) fitted instead", rows=self._rows(grp),
                     selection=self.base_selection, n_available=len(self._rows(grp)))
                 self._try("L(D)", grp, self._rows(grp), self.base_selection, strict=self.strict)
@@ -125,24 +127,23 @@ class FitSet:
             r = self._rows(grp)
             sub = f.iloc[r]
             try:
-                res = isoflop.fit_isoflop(sub["N"], sub["C"], sub["loss"])
-                self.entries[LawKey(isoflop.NAME, grp)] = Entry("ok", fit=res, rows=r, selection=self.base_selection,
-                                                                n_available=len(r))
+                entry = Entry(OK, fit=isoflop.fit_isoflop(sub["N"], sub["C"], sub["loss"]))
             except FitError as e:
-                self.entries[LawKey(isoflop.NAME, grp)] = Entry("skipped", reason=str(e), rows=r,
-                                                                selection=self.base_selection, n_available=len(r))
+                entry = Entry(SKIPPED, reason=str(e))
+            entry.rows, entry.selection, entry.n_available = r, self.base_selection, len(r)
+            self.entries[LawKey(isoflop.NAME, grp)] = entry
 
     # -- use ---------------------------------------------------------------------------------
     def ok(self, law: str, group: str):
         e = self.entries.get((law, group))
-        return e.fit if e is not None and e.status == "ok" else None
+        return e.fit if e is not None and e.status == OK else None
 
     def refit(self, weights: np.ndarray, keys=None) -> dict[LawKey, FittedLaw | None]:
         """LawKey -> the refitted law, or None when the resample cannot identify it (e.g.
         every run of one model size left out). keys: only these entries."""
         out = {}
         for key, e in self.entries.items():
-            if e.status != "ok" or (keys is not None and key not in keys):
+            if e.status != OK or (keys is not None and key not in keys):
                 continue
             try:
                 out[key] = e.fit.resample(weights[e.rows])
@@ -151,7 +152,7 @@ class FitSet:
         return out
 
     def current(self) -> dict[LawKey, FittedLaw]:
-        return {k: e.fit for k, e in self.entries.items() if e.status == "ok"}
+        return {k: e.fit for k, e in self.entries.items() if e.status == OK}
 
 
 def param_stats(fits: dict) -> dict[StatKey, float]:

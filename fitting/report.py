@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from fitting import honest, isoflop, laws
+from fitting.honest import OK, WITHHELD
 from fitting.text import fmt, with_ci
 from fitting.vision_report import blind_arms, seed_lines, vision_lines
 
@@ -27,7 +28,7 @@ def _laws_table(laws: dict, blind: list[str] = ()) -> list[str]:
         # a joint fit shares its exponents across arms: one arm's blind runs move every arm's row
         joint_blind = any("shared" in rec for rec in per.values()) and bool(set(per) & set(blind))
         for group, rec in per.items():
-            if rec["status"] != "ok":
+            if rec["status"] != OK:
                 skipped.append(f"- **{law}** [{group}]: {rec.get('reason', '')}")
                 continue
             flags = rec.get("flags", {})
@@ -117,11 +118,11 @@ def _crossover_text(cr: dict) -> str:
 
 def _comparison_answer(name: str, c: dict, grid: list) -> str:
     t, r = c["treatment"], c["reference"]
-    if c["status"] == "withheld":
+    if c["status"] == WITHHELD:
         return f"**{name}: withheld** — {c['reason']}."
     em = c.get("efficiency_multiplier")
     i = len(grid) // 2
-    if c["status"] != "ok":
+    if c["status"] != OK:
         # a multiplier or crossover read off fits that cannot carry a verdict is not a finding:
         # no number here (the detail table shows those fits' estimates, marked as such)
         est = (" No multiplier or crossover is stated; the comparison table below shows the flagged fits' "
@@ -166,12 +167,74 @@ def _answer(fits: dict) -> list[str]:
     if not comps:
         out.append("- No comparison between arms: one group only.")
     for g, a in d.get("optimal_allocation", {}).items():
-        if a["status"] == "ok":
+        if a["status"] == OK:
             out.append(f"- Allocation, {g}: N_opt ∝ C^{with_ci(a['N_exponent']['value'], a['N_exponent']['ci95'])}.")
         else:
             out.append(f"- Allocation, {g}: {a['status']} — {a['reason']}.")
     if not d.get("optimal_allocation"):
         out.append("- Allocation: L(N,D) not fitted (see the caveats), so nothing is said about model size.")
+    return out
+
+
+def _comparison_tables(d: dict) -> list[str]:
+    """Per comparison: its status, and the multipliers and loss ratio at three computes."""
+    out, grid = [], d["compute_grid"]
+    for name, c in d.get("comparisons", {}).items():
+        em = c.get("efficiency_multiplier")
+        asks = f" — question: {c['question']}" if c.get("question") else ""
+        if not em:
+            out += [f"- {name}: {c['status']} — {c['reason']}{asks}", ""]
+            continue
+        t, r = c["treatment"], c["reference"]
+        show = c["status"] == OK  # a comparison that is not identified shows estimates only
+        caveat = [] if show else ["Estimates of fits that cannot carry a verdict (see the reason): not findings.", ""]
+        out += [f"**{name}** ({c['status']}{': ' + c['reason'] if c['reason'] else ''}){asks}", "", *caveat,
+                f"| C (FLOPs) | {r} compute to match {t} / C | {t} compute to match {r} / C | loss ratio {t}/{r} |",
+                "|---|---|---|---|"]
+        measured = em.get("measured_C") or {}
+        for i in (0, len(grid) // 2, len(grid) - 1):
+            cells = []
+            for x, arm in ((em["ref_to_match_treat"], r), (em["treat_to_match_ref"], t), (c["loss_ratio"], None)):
+                ci = [_at(x["ci95"][0], i), _at(x["ci95"][1], i)] if (x["ci95"] and show) else None
+                cells.append(_table_cell(_num(_at(x["value"], i)), ci, grid[i], measured, arm, (t, r)))
+            out.append(f"| {fmt(grid[i], 3)} | " + " | ".join(cells) + " |")
+        out += ["", em["meaning"] + ". A matched compute outside the matching arm's measured range is "
+                "shown as the bound the data give, and a loss ratio at a C where an arm has no data as "
+                "extrapolated.", ""]
+    return out
+
+
+def _allocation_lines(d: dict) -> list[str]:
+    out = []
+    for g, a in d.get("optimal_allocation", {}).items():
+        if a["status"] == WITHHELD:
+            out.append(f"- {g}: withheld — {a['reason']}")
+            continue
+        ok = a["status"] == OK
+        ci = (lambda k: a[k]["ci95"] if ok else None)  # noqa: E731
+        note = "" if ok else f" ({a['status']}: {a['reason']}; estimates only)"
+        out.append(f"- {g}: N_opt ∝ C^{with_ci(a['N_exponent']['value'], ci('N_exponent'))}, "
+                   f"D_opt ∝ C^{with_ci(a['D_exponent']['value'], ci('D_exponent'))}, "
+                   f"G = {with_ci(a['G']['value'], ci('G'))}, k = {fmt(a['flops_per_nd'])}{note}")
+    if not d.get("optimal_allocation"):
+        out.append("Skipped: no L(N,D) fit.")
+    return out
+
+
+def _grid_lines(d: dict) -> list[str]:
+    """The best config per budget, and how well each law predicts its largest-compute points."""
+    out = ["### Best config per compute budget (from the grid)", "",
+           "| budget C | group | config | loss | N | N_llm | N_vision | vision share | configs compared |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in d.get("best_configs", []):
+        out.append(f"| {fmt(r['budget_C'], 3)} | {r['group']} | {r['config']} | {fmt(r['loss'])} | {fmt(r['N'], 3)} | "
+                   f"{fmt(r['N_llm'], 3)} | {fmt(r['N_vision'], 3)} | {fmt(r['vision_share'], 2)} | {r['n_candidates']} |")
+    out += ["", "### Extrapolation check (refit without the largest-compute points)", "",
+            "| law | group | held out | from C | mean abs rel. error | max abs rel. error |", "|---|---|---|---|---|---|"]
+    for e in d.get("extrapolation", []):
+        tail = (f"{fmt(e['mean_abs_rel_error'], 3)} | {fmt(e['max_abs_rel_error'], 3)} |" if e["status"] == OK
+                else f"skipped: {e['reason']} | |")
+        out.append(f"| {e['law']} | {e['group']} | {e['n_holdout']} | {fmt(e['C_threshold'], 3)} | " + tail)
     return out
 
 
@@ -195,58 +258,11 @@ def render(fits: dict) -> str:
     for g, v in d.get("scaling_exponent", {}).items():
         mark = BLIND_MARK if g in blind_arms(fits) else ""
         out.append(f"- {g}: alpha = {with_ci(v['value'], v['ci95'], v.get('flags', ()))}{mark}")
-    out += ["", "### Comparisons (crossover, efficiency multiplier)", ""]
-    grid = d["compute_grid"]
-    for name, c in d.get("comparisons", {}).items():
-        em = c.get("efficiency_multiplier")
-        asks = f" — question: {c['question']}" if c.get("question") else ""
-        if not em:
-            out += [f"- {name}: {c['status']} — {c['reason']}{asks}", ""]
-            continue
-        t, r = c["treatment"], c["reference"]
-        show = c["status"] == "ok"  # a comparison that is not identified shows estimates only
-        caveat = [] if show else ["Estimates of fits that cannot carry a verdict (see the reason): not findings.", ""]
-        out += [f"**{name}** ({c['status']}{': ' + c['reason'] if c['reason'] else ''}){asks}", "", *caveat,
-                f"| C (FLOPs) | {r} compute to match {t} / C | {t} compute to match {r} / C | loss ratio {t}/{r} |",
-                "|---|---|---|---|"]
-        measured = em.get("measured_C") or {}
-        for i in (0, len(grid) // 2, len(grid) - 1):
-            cells = []
-            for x, arm in ((em["ref_to_match_treat"], r), (em["treat_to_match_ref"], t), (c["loss_ratio"], None)):
-                ci = [_at(x["ci95"][0], i), _at(x["ci95"][1], i)] if (x["ci95"] and show) else None
-                cells.append(_table_cell(_num(_at(x["value"], i)), ci, grid[i], measured, arm, (t, r)))
-            out.append(f"| {fmt(grid[i], 3)} | " + " | ".join(cells) + " |")
-        out += ["", em["meaning"] + ". A matched compute outside the matching arm's measured range is "
-                "shown as the bound the data give, and a loss ratio at a C where an arm has no data as "
-                "extrapolated.", ""]
-    out += ["### Optimal allocation (from L(N,D); C = k N D with k fitted per group)", ""]
-    for g, a in d.get("optimal_allocation", {}).items():
-        if a["status"] == "withheld":
-            out.append(f"- {g}: withheld — {a['reason']}")
-            continue
-        ok = a["status"] == "ok"
-        ci = (lambda k: a[k]["ci95"] if ok else None)  # noqa: E731
-        note = "" if ok else f" ({a['status']}: {a['reason']}; estimates only)"
-        out.append(f"- {g}: N_opt ∝ C^{with_ci(a['N_exponent']['value'], ci('N_exponent'))}, "
-                   f"D_opt ∝ C^{with_ci(a['D_exponent']['value'], ci('D_exponent'))}, "
-                   f"G = {with_ci(a['G']['value'], ci('G'))}, k = {fmt(a['flops_per_nd'])}{note}")
-    if not d.get("optimal_allocation"):
-        out.append("Skipped: no L(N,D) fit.")
-    out += ["", "### Best config per compute budget (from the grid)", "",
-            "| budget C | group | config | loss | N | N_llm | N_vision | vision share | configs compared |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for r in d.get("best_configs", []):
-        out.append(f"| {fmt(r['budget_C'], 3)} | {r['group']} | {r['config']} | {fmt(r['loss'])} | {fmt(r['N'], 3)} | "
-                   f"{fmt(r['N_llm'], 3)} | {fmt(r['N_vision'], 3)} | {fmt(r['vision_share'], 2)} | {r['n_candidates']} |")
-    out += ["", "### Extrapolation check (refit without the largest-compute points)", "",
-            "| law | group | held out | from C | mean abs rel. error | max abs rel. error |", "|---|---|---|---|---|---|"]
-    for e in d.get("extrapolation", []):
-        tail = (f"{fmt(e['mean_abs_rel_error'], 3)} | {fmt(e['max_abs_rel_error'], 3)} |" if e["status"] == "ok"
-                else f"skipped: {e['reason']} | |")
-        out.append(f"| {e['law']} | {e['group']} | {e['n_holdout']} | {fmt(e['C_threshold'], 3)} | " + tail)
-    out += ["", "## Plots", ""]
+    out += ["", "### Comparisons (crossover, efficiency multiplier)", ""] + _comparison_tables(d)
+    out += ["### Optimal allocation (from L(N,D); C = k N D with k fitted per group)", ""] + _allocation_lines(d)
+    out += [""] + _grid_lines(d) + ["", "## Plots", ""]
     for p in fits.get("plots", []):
-        out.append(f"![{p['name']}]({p['png']}) (data: `{p['csv']}`)" if p["status"] == "ok"
+        out.append(f"![{p['name']}]({p['png']}) (data: `{p['csv']}`)" if p["status"] == OK
                    else f"- {p['name']}: skipped — {p['reason']}")
     out += ["", "## Dropped trials and rows", ""]
     out += [f"- {x['run_id']}: {x['reason']}" for x in fits["dropped"]] or ["None."]

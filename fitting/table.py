@@ -1,9 +1,9 @@
-"""Inputs -> one tidy table: a Ray Tune experiment directory, or a CSV of (N, D|C, loss) points.
+"""A Ray Tune experiment directory -> one tidy table of points, and its fit frame.
 
 The Ray loader reads the files Ray writes (experiment_state-*.json for trial status, each
 trial dir's result.json + params.json) instead of importing Ray: it is fast, needs no cluster,
 and still reads trials that died in ERROR state (which ExperimentAnalysis may not load).
-Every trial or row left out is returned in `dropped` with its reason, so the report can list
+Every trial left out is returned in `dropped` with its reason, so the report can list
 it: nothing is excluded silently.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fitting import columns
 from fitting.errors import FitError
 from search_spaces import metric_names as M  # the trainer's report keys (a leaf module: no imports)
 
@@ -133,6 +134,68 @@ def _is_bad_loss(v) -> bool:
     return not math.isfinite(v) or v <= 0
 
 
+def _error_reason(tdir: Path) -> str:
+    """The last line of a failed trial's error.txt, for the dropped list."""
+    if not (tdir / "error.txt").exists():
+        return ""
+    lines = [s for s in (tdir / "error.txt").read_text(errors="replace").splitlines() if s.strip()]
+    return f": {lines[-1].strip()[:160]}" if lines else ""
+
+
+def _with_config(tdir: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """The trial's reports with what its config (params.json) knows and the reports lack."""
+    cfg = {}
+    if (tdir / "params.json").exists():
+        try:
+            cfg = json.loads((tdir / "params.json").read_text())
+        except ValueError:
+            cfg = {}
+    if "config" in df.columns and df["config"].map(lambda v: isinstance(v, dict)).any():
+        # Ray writes the trial's config dict under "config" in every result row, over the
+        # config id the trainable reported; the id is recovered from that dict below.
+        cfg = cfg or next(v for v in df["config"] if isinstance(v, dict))
+        df = df.drop(columns="config")
+    cfg = _trial_config(cfg) if isinstance(cfg, dict) else {}
+    _check_types([{k: v for k, v in cfg.items() if k in FROM_CONFIG.values()}], tdir / "params.json")
+    if "tag" in cfg:
+        df["tag"] = str(cfg["tag"])
+    for col, key in FROM_CONFIG.items():
+        if col not in df.columns and key in cfg:
+            df[col] = cfg[key]
+    for col in CONFIG_LRS:
+        df[col] = cfg.get(col, np.nan)
+    return df
+
+
+def _read_trial(tdir: Path, status: str, seen_keys: set) -> tuple[str, pd.DataFrame | str]:
+    """(run id, the trial's milestone reports, or the reason it cannot become fit points)."""
+    reports = _read_reports(tdir / "result.json")
+    run_id = next((r["trial_id"] for r in reports if "trial_id" in r), tdir.name)
+    if status == "ERROR":
+        return run_id, f"trial status ERROR{_error_reason(tdir)}"
+    if not reports:
+        return run_id, "no reports in result.json"
+    _check_types(reports, tdir / "result.json")
+    df = pd.DataFrame(reports)
+    seen_keys.update(df.columns)
+    df = _with_config(tdir, df)
+    df["run_id"] = run_id
+    if M.MILESTONE in df.columns:
+        df = df[df[M.MILESTONE].fillna(False).astype(bool)]
+    if df.empty:
+        return run_id, "no milestone reports"
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        return run_id, f"reports lack {', '.join(missing)}"
+    # A diverged run (NaN/inf loss at any milestone) says nothing about its size's law.
+    losses = df[M.EVAL_LOSS].tolist() + (df[M.TRAIN_LOSS].tolist() if M.TRAIN_LOSS in df else [])
+    n_bad = sum(_is_bad_loss(v) for v in losses)
+    if n_bad:
+        return run_id, f"{n_bad} non-finite or non-positive loss value(s)"
+    # A resumed trial re-reports steps it already reported: the last report wins.
+    return run_id, df.drop_duplicates(M.STEP, keep="last")
+
+
 def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
     """Ray Tune experiment dir -> (points table, dropped trials [{run_id, reason}])."""
     exp_dir = Path(exp_dir)
@@ -145,67 +208,23 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
     frames, dropped = [], []
     seen_keys: set[str] = set()
     for tdir in trial_dirs:
-        reports = _read_reports(tdir / "result.json")
-        run_id = next((r["trial_id"] for r in reports if "trial_id" in r), tdir.name)
         st = status.get(tdir.name) or ("ERROR" if (tdir / "error.txt").exists() else "UNKNOWN")
-        if st == "ERROR":
-            why = ""
-            if (tdir / "error.txt").exists():
-                lines = [s for s in (tdir / "error.txt").read_text(errors="replace").splitlines() if s.strip()]
-                why = f": {lines[-1].strip()[:160]}" if lines else ""
-            dropped.append({"run_id": run_id, "reason": f"trial status ERROR{why}"})
-            continue
-        if not reports:
-            dropped.append({"run_id": run_id, "reason": "no reports in result.json"})
-            continue
-        _check_types(reports, tdir / "result.json")
-        df = pd.DataFrame(reports)
-        seen_keys.update(df.columns)
-        cfg = {}
-        if (tdir / "params.json").exists():
-            try:
-                cfg = json.loads((tdir / "params.json").read_text())
-            except ValueError:
-                cfg = {}
-        if "config" in df.columns and df["config"].map(lambda v: isinstance(v, dict)).any():
-            # Ray writes the trial's config dict under "config" in every result row, over the
-            # config id the trainable reported; the id is recovered from that dict below.
-            cfg = cfg or next(v for v in df["config"] if isinstance(v, dict))
-            df = df.drop(columns="config")
-        cfg = _trial_config(cfg) if isinstance(cfg, dict) else {}
-        _check_types([{k: v for k, v in cfg.items() if k in FROM_CONFIG.values()}], tdir / "params.json")
-        if "tag" in cfg:
-            df["tag"] = str(cfg["tag"])
-        for col, key in FROM_CONFIG.items():
-            if col not in df.columns and key in cfg:
-                df[col] = cfg[key]
-        for col in CONFIG_LRS:
-            df[col] = cfg.get(col, np.nan)
-        df["run_id"] = run_id
-        if M.MILESTONE in df.columns:
-            df = df[df[M.MILESTONE].fillna(False).astype(bool)]
-        if df.empty:
-            dropped.append({"run_id": run_id, "reason": "no milestone reports"})
-            continue
-        missing = [c for c in REQUIRED if c not in df.columns]
-        if missing:
-            dropped.append({"run_id": run_id, "reason": f"reports lack {', '.join(missing)}"})
-            continue
-        # A diverged run (NaN/inf loss at any milestone) says nothing about its size's law.
-        losses = df[M.EVAL_LOSS].tolist() + (df[M.TRAIN_LOSS].tolist() if M.TRAIN_LOSS in df else [])
-        n_bad = sum(_is_bad_loss(v) for v in losses)
-        if n_bad:
-            dropped.append({"run_id": run_id, "reason": f"{n_bad} non-finite or non-positive loss value(s)"})
-            continue
-        # A resumed trial re-reports steps it already reported: the last report wins.
-        frames.append(df.drop_duplicates(M.STEP, keep="last"))
+        run_id, got = _read_trial(tdir, st, seen_keys)
+        if isinstance(got, str):
+            dropped.append({"run_id": run_id, "reason": got})
+        else:
+            frames.append(got)
     if not frames:
         missing = [c for c in REQUIRED if c not in seen_keys]
         if missing and seen_keys:
             raise FitError(f"reports in {exp_dir} lack required key(s): {', '.join(missing)}")
         reasons = "; ".join(f"{d['run_id']}: {d['reason']}" for d in dropped[:5])
         raise FitError(f"no usable trials in {exp_dir} ({reasons})")
-    raw = pd.concat(_drop_duplicates(frames, dropped), ignore_index=True)
+    return _points(pd.concat(_drop_duplicates(frames, dropped), ignore_index=True)), dropped
+
+
+def _points(raw: pd.DataFrame) -> pd.DataFrame:
+    """Every trial's reports -> the points table: POINT_COLUMNS (+ per-field losses), typed."""
     for col in POINT_COLUMNS:
         if col not in raw.columns:
             raw[col] = {"schedule": "unknown", "wsd_phase": ""}.get(col, np.nan)
@@ -219,11 +238,18 @@ def load_experiment(exp_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
     for col in set(POINT_COLUMNS + fields) - set(TEXT_COLUMNS):
         pts[col] = pd.to_numeric(pts[col], errors="coerce").astype(float)
     pts["trial_steps"] = pts["trial_steps"].fillna(pts.groupby("run_id")["step"].transform("max"))
-    return pts.sort_values(["variant", "config", "run_id", "step"]).reset_index(drop=True), dropped
+    return pts.sort_values(["variant", "config", "run_id", "step"]).reset_index(drop=True)
+
+
+# fit-frame column -> the points-table key it comes from, where a table may lack it (older
+# tables: before seeds, shuffled frames, learning rates in the config)
+OPTIONAL_KEYS = {"seed": "seed", "steps": "trial_steps", "loss_shuffled": M.EVAL_LOSS_SHUFFLED,
+                 "loss_shuffled_se": M.EVAL_LOSS_SHUFFLED_SE, "vision_gap": M.VISION_GAP,
+                 "vision_gap_se": M.VISION_GAP_SE, "lr": "lr", "lr_backbone": "lr_backbone"}
 
 
 def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
-    """Tidy experiment points -> the frame the fits use (N, D, C, loss, group, run_id, ...).
+    """Tidy experiment points -> the frame the fits use (columns.build: N, D, C, loss, group, ...).
 
     Only end-of-schedule evaluations are fit points: under a decaying (cosine, WSD) schedule an
     intermediate milestone has not had its learning-rate decay and sits above the loss that a
@@ -238,23 +264,18 @@ def fit_frame(points: pd.DataFrame, d_col: str = "samples") -> pd.DataFrame:
     if "wsd_phase" in points:  # tables written before WSD have no such column
         final &= points["wsd_phase"] != "stable"
     p = points[final]
-    # one column per optional key, NaN when absent (tables written before seeds / shuffled frames)
-    opt = {c: (p[c].to_numpy(float) if c in p else np.full(len(p), np.nan))
-           for c in ("seed", M.EVAL_LOSS_SHUFFLED, M.EVAL_LOSS_SHUFFLED_SE, M.VISION_GAP, M.VISION_GAP_SE,
-                     "trial_steps", *CONFIG_LRS)}
+    optional = {col: p[key].to_numpy(float) for col, key in OPTIONAL_KEYS.items() if key in p}
     # per-field losses as field_<name> (the field plot); none for other data sets
-    fields = {f"field_{c[len(M.EVAL_FIELD_PREFIX):]}": p[c].to_numpy(float)
+    fields = {f"{columns.FIELD_PREFIX}{c[len(M.EVAL_FIELD_PREFIX):]}": p[c].to_numpy(float)
               for c in p.columns if str(c).startswith(M.EVAL_FIELD_PREFIX)}
-    return pd.DataFrame({
-        "N": p["n_params"].to_numpy(float), "D": p[d_col].to_numpy(float),
-        "C": p["flops"].to_numpy(float), "loss": p["eval_loss"].to_numpy(float),
-        "loss_se": p["eval_loss_se"].to_numpy(float), "group": p["variant"].to_numpy(str),
-        "config": p["config"].to_numpy(str), "run_id": _independent_run(p, opt["seed"]),
-        "n_llm": p["n_params_llm"].to_numpy(float), "n_vision": p["n_params_vision"].to_numpy(float),
-        "seed": opt["seed"], "steps": opt["trial_steps"], "loss_shuffled": opt[M.EVAL_LOSS_SHUFFLED],
-        "loss_shuffled_se": opt[M.EVAL_LOSS_SHUFFLED_SE], "vision_gap": opt[M.VISION_GAP],
-        "vision_gap_se": opt[M.VISION_GAP_SE], "lr": opt["lr"], "lr_backbone": opt["lr_backbone"], **fields,
-    }).sort_values(["group", "run_id", "D"], kind="stable").reset_index(drop=True)  # row order: not Ray's trial ids
+    seed = optional.get("seed", np.full(len(p), np.nan))
+    return columns.build(
+        N=p[M.N_PARAMS].to_numpy(float), D=p[d_col].to_numpy(float), C=p[M.FLOPS].to_numpy(float),
+        loss=p[M.EVAL_LOSS].to_numpy(float), loss_se=p[M.EVAL_LOSS_SE].to_numpy(float),
+        group=p[M.VARIANT].to_numpy(str), config=p["config"].to_numpy(str), run_id=_independent_run(p, seed),
+        n_llm=p[M.N_PARAMS_LLM].to_numpy(float), n_vision=p[M.N_PARAMS_VISION].to_numpy(float),
+        **optional, **fields,
+    ).sort_values(["group", "run_id", "D"], kind="stable").reset_index(drop=True)  # row order: not Ray's trial ids
 
 
 def _independent_run(p: pd.DataFrame, seed: np.ndarray) -> np.ndarray:
@@ -271,62 +292,3 @@ def _independent_run(p: pd.DataFrame, seed: np.ndarray) -> np.ndarray:
         s = int(seed[i])
         run[i] = f"wsd:{v[i]}:{c[i]}:s{s}" if sched[i] == "wsd" else f"{sched[i]}:{v[i]}:{c[i]}:{int(steps[i])}:s{s}"
     return run.astype(str)
-
-
-def load_csv(path, n_col: str, loss_col: str, d_col: str | None = None, c_col: str | None = None,
-             group_col: str | None = None, drop_top_loss: int = 0,
-             run_col: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """CSV of points -> (fit frame, dropped rows). D = C/(6N) without --d; C = 6ND without --c.
-    run_col names the run each row belongs to (the bootstrap's unit); without it each row is a run."""
-    path = Path(path)
-    if not path.is_file():
-        raise FitError(f"CSV file not found: {path}")
-    if d_col is None and c_col is None:
-        raise FitError("need a data column (--d) or a compute column (--c) to know D")
-    try:
-        raw = pd.read_csv(path)
-    except (ValueError, OSError) as e:
-        raise FitError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-    wanted = [c for c in (n_col, loss_col, d_col, c_col, group_col, run_col) if c is not None]
-    missing = [c for c in wanted if c not in raw.columns]
-    if missing:
-        have = ", ".join(repr(c) for c in raw.columns[:12])
-        raise FitError(f"{path.name} lacks column(s) {', '.join(map(repr, missing))} (has {have})")
-    for flag, col in (("--group", group_col), ("--run", run_col)):
-        empty = int((raw[col].isna() | (raw[col].astype(str).str.strip() == "")).sum()) if col else 0
-        if empty:  # an empty label would become an arm (or a run) of its own, named "nan"
-            raise FitError(f"{path.name}: column {col!r} ({flag}) is empty in {empty} of {len(raw)} rows")
-    num = {c: pd.to_numeric(raw[c], errors="coerce").to_numpy(float) for c in wanted if c not in (group_col, run_col)}
-    if n_col is None:  # one model size, unknown: L(D) and L(C) only
-        num[None] = np.ones(len(raw))
-        if d_col is None:
-            raise FitError("without --n, give the data column (--d): D = C/(6N) needs N")
-    N, loss = num[n_col], num[loss_col]
-    D = num[d_col] if d_col else num[c_col] / (6.0 * N)
-    C = num[c_col] if c_col else 6.0 * N * D
-    frame = pd.DataFrame({
-        "N": N, "D": D, "C": C, "loss": loss, "loss_se": np.nan,
-        "group": raw[group_col].astype(str).to_numpy() if group_col else "all",
-        "config": [f"N={v:.3g}" for v in N],
-        "run_id": raw[run_col].astype(str).to_numpy() if run_col else [f"row{i}" for i in range(len(raw))],
-        "n_llm": np.nan, "n_vision": np.nan, "seed": np.nan, "steps": np.nan,
-        "loss_shuffled": np.nan, "loss_shuffled_se": np.nan, "vision_gap": np.nan, "vision_gap_se": np.nan,
-        "lr": np.nan, "lr_backbone": np.nan,
-    })
-    dropped = []
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(frame[["N", "D", "C", "loss"]].to_numpy()).all(axis=1)
-        ok &= (frame[["N", "D", "C", "loss"]].to_numpy() > 0).all(axis=1)
-    for i in np.flatnonzero(~ok):
-        dropped.append({"run_id": f"row{i}", "reason": f"non-finite or non-positive value (loss={loss[i]})"})
-    frame = frame[ok]
-    if frame.empty:
-        raise FitError(f"{path.name}: no rows with finite, positive N, D, C and loss")
-    if drop_top_loss:
-        if drop_top_loss >= len(frame):
-            raise FitError(f"--drop-top-loss {drop_top_loss} would drop all {len(frame)} usable rows")
-        top = frame.sort_values("loss", ascending=False, kind="stable").index[:drop_top_loss]
-        for i in top:
-            dropped.append({"run_id": f"row{i}", "reason": f"among the {drop_top_loss} highest losses (--drop-top-loss)"})
-        frame = frame.drop(top)
-    return frame.reset_index(drop=True), dropped

@@ -20,8 +20,6 @@ import pandas as pd
 
 from search_spaces import vision_rule
 
-# columns the vision check reads; analysis fills the ones a frame lacks with NaN
-COLUMNS = ("seed", "steps", "loss_shuffled", "loss_shuffled_se", "vision_gap", "vision_gap_se", "lr", "lr_backbone")
 SEED_SD_FACTOR = 3.0  # seed sd above this x the eval SE: seeds differ beyond evaluation noise
 REPORTED, FALLBACK = "reported", "shuffled - true"
 # seed-table flags

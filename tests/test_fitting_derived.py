@@ -214,7 +214,7 @@ def test_every_fitted_law_answers_one_interface():
         again = e.fit.resample(np.ones(len(e.rows)))
         for name in names:
             assert again.params(name) == pytest.approx(e.fit.params(name), rel=1e-4), (law, name)
-            rec = e.fit.record(name, {}, law)
+            rec = e.fit.record(name, bootstrap.Resamples(), law)
             assert rec["params"] == e.fit.params(name) and rec["n_points"] == len(e.rows)
             assert set(rec["ci95"]) == set(rec["params"]) and all(v is None for v in rec["ci95"].values())
         assert e.fit.refit_cost > 0

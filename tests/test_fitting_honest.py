@@ -120,9 +120,9 @@ def test_one_run_per_arm_gives_no_verdict(tmp_path):
             rows.append({"N": 1e6, "D": c / 6e6, "C": c, "loss": loss, "loss_se": 0.001, "group": g, "config": "T",
                          "run_id": f"{g}-run", "n_llm": np.nan, "n_vision": np.nan, "seed": 0, "steps": np.nan,
                          "loss_shuffled": loss + 0.2, "loss_shuffled_se": 0.001})
-    from fitting import analyze_frame
+    from fitting import AnalysisOptions, analyze_frame
 
-    fits = analyze_frame(pd.DataFrame(rows), tmp_path, n_bootstrap=30, require_vision=True)
+    fits = analyze_frame(pd.DataFrame(rows), tmp_path, AnalysisOptions(n_bootstrap=30, require_vision=True))
     comp = fits["derived"]["comparisons"]["foveated vs baseline"]
     assert comp["status"] == "not identified" and ">= 3 independent runs" in comp["reason"]
     answer = (tmp_path / "report.md").read_text().split("## Answer")[1].split("##")[0]
@@ -209,7 +209,8 @@ def test_a_multiplier_outside_the_reference_arms_measured_compute_is_a_bound():
 def test_an_interval_cut_by_the_exponent_box_is_flagged_not_hidden():
     from types import SimpleNamespace
 
-    fit = SimpleNamespace(exponent_names=("alpha",), params_at_bound=lambda g: {"E": False, "A": False, "alpha": False})
+    fit = SimpleNamespace(exponent_names=("alpha",), coefficient_exponents={"A": "alpha"},
+                          params_at_bound=lambda g: {"E": False, "A": False, "alpha": False})
     params = {"E": 0.5, "A": 10.0, "alpha": 3.3}
     flags, ci = honest.param_flags(fit, "baseline", params,
                                    {"E": [0.0, 0.6], "A": [1.0, 1e9], "alpha": [0.49, 10.0]}, min_loss=0.7)

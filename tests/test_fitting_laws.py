@@ -10,7 +10,7 @@ from fitting import FitError, fit_law
 from fitting import bootstrap, derived, engine
 from fitting.fitset import FitSet
 from fitting.keys import StatKey
-from fitting.table import load_csv
+from fitting.csv_table import load_csv
 
 CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"
 

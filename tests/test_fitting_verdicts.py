@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fitting import analyze_frame, derived, honest
+from fitting import AnalysisOptions, analyze_frame, derived, honest
 
 DATA = (1e12, 1e15)  # both arms measured exactly this compute range
 
@@ -32,7 +32,7 @@ def compare(tmp_path, baseline_e: float, noise: float) -> tuple[dict, str]:
     """foveated 1 + 400 C^-0.2 against baseline E + 3000 C^-0.3: E sets where they cross
     (1.5: 4.7e13, inside DATA; 1.32: 6.7e14, near its end; 1.25: 3.2e15 and 1.22: 1.1e16, beyond it)."""
     laws = {"foveated": (1.0, 400.0, 0.2), "baseline": (baseline_e, 3000.0, 0.3)}
-    fits = analyze_frame(frame(laws, noise), tmp_path, n_bootstrap=100, require_vision=True)
+    fits = analyze_frame(frame(laws, noise), tmp_path, AnalysisOptions(n_bootstrap=100, require_vision=True))
     report = (tmp_path / "report.md").read_text()
     return fits["derived"]["comparisons"]["foveated vs baseline"], report.split("## Answer")[1].split("## Seeds")[0]
 
@@ -72,7 +72,8 @@ def test_resamples_without_a_crossover_open_the_interval(tmp_path):
 
 
 def test_a_fit_without_a_crossing_reads_as_plus_or_minus_infinity():
-    ctx = {"search_range": (1e10, 1e17), "leader": {"f vs b": "f"}}
+    ctx = derived.Context(["b", "f"], [("f", "b")], (1e11, 1e16), np.geomspace(1e11, 1e16, 5), (1e10, 1e17),
+                          {}, {}, leader={"f vs b": "f"})
     low, high = {"E": 1.0, "A": 10.0, "alpha": 0.2}, {"E": 2.0, "A": 10.0, "alpha": 0.2}
     assert derived.crossover_value(low, high, [], ctx, "f", "b") == math.inf  # the leader leads throughout
     assert derived.crossover_value(high, low, [], ctx, "f", "b") == -math.inf  # it trails throughout
