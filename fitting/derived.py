@@ -16,8 +16,9 @@ from scipy.optimize import brentq
 
 from fitting import isoflop
 from fitting.errors import FitError
-from fitting.keys import (ALLOCATION, CROSSOVER, CROSSOVER_IN_DATA, EXPONENT_DIFF, MULTIPLIER, RATIO, StatKey, of_pair,
-                          pair_key)
+from fitting.honest import OK, SKIPPED
+from fitting.keys import (ALLOCATION, CROSSOVER, CROSSOVER_IN_DATA, CURVE, EXPONENT_DIFF, MULTIPLIER, RATIO, StatKey,
+                          of_pair, pair_key)
 from fitting.laws import LAWS, allocation_constant, fit_law, inverse_lc, optimal_allocation
 
 # Arms in the order they are named in a comparison: the earlier one is the "treatment" (the
@@ -131,6 +132,9 @@ def summarize(fits: dict, ctx: Context) -> dict[StatKey, float | np.ndarray]:
     out = {}
     grid = ctx.C_grid
     for g in ctx.groups:
+        lc = fits.get(("L(C)", g))
+        if lc is not None:
+            out[StatKey(CURVE, g, "L(C)")] = _lc(lc.params(g), grid)
         fit = fits.get(("L(N,D)", g))
         if fit is None:
             continue
@@ -223,7 +227,7 @@ def extrapolation_check(frame: pd.DataFrame, fitset, holdout: float = 0.2) -> li
     at least one) and report how well it predicts them."""
     out = []
     for (law, group), e in fitset.entries.items():
-        if law not in ("L(C)", "L(N,D)", "L(D)") or e.status != "ok":
+        if law not in ("L(C)", "L(N,D)", "L(D)") or e.status != OK:
             continue
         sub = frame.iloc[e.rows].sort_values("C")
         n_out = max(1, int(math.ceil(holdout * len(sub))))
@@ -234,10 +238,10 @@ def extrapolation_check(frame: pd.DataFrame, fitset, holdout: float = 0.2) -> li
             fit = fit_law(law, train[cols].to_numpy(float), train["loss"].to_numpy(float),
                           np.full(len(train), group))
         except FitError as err:
-            out.append({**row, "status": "skipped", "reason": str(err)})
+            out.append({**row, "status": SKIPPED, "reason": str(err)})
             continue
         pred = fit.predict(*[test[c].to_numpy(float) for c in cols], group=group)
         rel = (pred - test["loss"].to_numpy(float)) / test["loss"].to_numpy(float)
-        out.append({**row, "status": "ok", "mean_abs_rel_error": float(np.mean(np.abs(rel))),
+        out.append({**row, "status": OK, "mean_abs_rel_error": float(np.mean(np.abs(rel))),
                     "max_abs_rel_error": float(np.max(np.abs(rel))), "mean_rel_error": float(np.mean(rel))})
     return out

@@ -17,6 +17,7 @@ CROSSOVER_IN_DATA = "crossover_in_data"  # whose: a pair; which: "any"; 1 when a
 RATIO = "ratio"  # whose: a pair; which: "loss"
 MULTIPLIER = "multiplier"  # whose: a pair; which: "ref_to_match_treat" | "treat_to_match_ref"
 EXPONENT_DIFF = "exponent_diff"  # whose: a pair; which: "alpha"
+CURVE = "curve"  # whose: a group; which: "L(C)"; the fitted loss on the compute grid (the plots' bands)
 # quantities whose value is 0 or 1 in every resample: the bootstrap also counts the ones
 INDICATORS = frozenset({CROSSOVER_IN_DATA})
 

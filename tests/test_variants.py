@@ -71,7 +71,7 @@ def test_model_and_trainer_read_the_specs_token_count(variant):
 
 
 def test_plot_styles_for_any_arm_name():
-    from fitting.plots import _style
+    from fitting.plot_style import style as _style
     from sweep.callbacks import variant_colour
 
     known = {v: (_style(v), variant_colour(v)) for v in ("foveated", "baseline", "pooled1")}
