@@ -107,7 +107,7 @@ else
   step 40 90 "L-B foveated @139" python3 $tp --config L-B --variant foveated "${P[@]}"
   step 60 120 "L-S baseline @139, compiled" python3 $tp --config L-S --variant baseline "${P[@]}" --compile
   # ZeRO stage 1 has no per-parameter gradient copies into buckets during backward; on CPU
-  # (T2-T2) its profile matched the plain step's host time with the same losses (README)
+  # (T2-T2) its profile matched the plain step's host time with the same losses (docs/measurements.md)
   step 30 60 "S-S baseline @139, trainer with ZeRO stage 1" python3 $tp --config S-S --variant baseline \
     "${P[@]}" --only trainer --zero stage=1
   step 40 60 "L-S baseline @139, trainer with 4x buckets, no overlap" python3 $tp --config L-S --variant baseline \

@@ -22,9 +22,9 @@ under --trust-storage). Pickled (inside tuner.pkl, the experiment state, or on i
 trial worker), the filesystem becomes a plain `LocalFileSystem`: trial workers write their
 checkpoints directly, and the experiment stays readable by plain Ray.
 
-The trust model (README): study.json must be as trustworthy as the storage it describes; this
-detects files changed behind the tool's back (another user of a shared NFS, a copy from
-elsewhere), not someone who can rewrite study.json as well. Local storage paths only.
+The trust model (docs/operations.md): study.json must be as trustworthy as the storage it
+describes; this detects files changed behind the tool's back (another user of a shared NFS, a
+copy from elsewhere), not someone who can rewrite study.json as well. Local storage paths only.
 """
 from __future__ import annotations
 

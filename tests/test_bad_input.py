@@ -244,7 +244,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+# Each case is a fresh interpreter (seconds apiece): the quick loop (`-m "not slow"`) runs one case
+# per kind of refusal (arguments, resume, data set, fitting, names); CI runs them all.
+QUICK_CASES = {"unknown-grid", "resume-other-grid", "dataset-not-found", "fit-too-few-points", "name-parent"}
+
+
+@pytest.mark.parametrize("argv,expected", [
+    pytest.param(*c[1:], id=c[0], marks=() if c[0] in QUICK_CASES else pytest.mark.slow) for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tree, argv, expected):
     argv = [a.replace("{root}", str(tree)) for a in argv]
     expected = expected.replace("{root}", str(tree))
@@ -268,11 +274,13 @@ def check_refused(tree: Path, argv: list[str], expected: str, env_extra: dict | 
     assert state(tree) == before, "a rejected command changed files"
 
 
+@pytest.mark.slow
 def test_an_unwritable_experiment_directory_is_one_line_for_the_fitting(tree, locked_experiment):
     check_refused(tree, ["-m", "fitting", str(locked_experiment), "--bootstrap", "5"],
                   f"cannot write the analysis to {locked_experiment}/analysis")
 
 
+@pytest.mark.slow
 def test_more_gpus_per_trial_than_the_cluster_has_is_refused_before_launch(tree, tmp_path):
     """Needs Ray's own count of the cluster: Ray starts (in a private temp dir) and stops again;
     the storage stays as it was and no trial is ever pending."""

@@ -6,9 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
+@pytest.mark.slow
 def test_trainer_throughput_runs_both_paths(capsys, tmp_path):
     import trainer_throughput
 

@@ -122,6 +122,7 @@ def _rows(exp_dir):
     return rows
 
 
+@pytest.mark.slow
 def test_two_node_cluster_runs_the_trials_on_both_nodes(tmp_path, monkeypatch):
     """Head (1 CPU) + worker node (1 CPU), trials of 1 CPU each, at most 2 at once: both trials
     finish, on two different Ray nodes, and at the same time."""

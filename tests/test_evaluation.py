@@ -33,7 +33,7 @@ def tiny(variant: str, **kw) -> TrialConfig:
                        global_batch=4, micro_batch=4, dataset_size=8, eval_size=2 * EVAL_BATCH + 6, **kw)
 
 
-@pytest.mark.parametrize("variant", ["foveated", "baseline"])
+@pytest.mark.parametrize("variant", ["foveated", pytest.param("baseline", marks=pytest.mark.slow)])
 def test_zeroed_visual_tokens_give_a_shuffled_loss_equal_to_the_true_loss(variant):
     cfg = tiny(variant)
     data = load_data(cfg)

@@ -35,8 +35,12 @@ def _measure(model, batch: dict, backward: bool) -> float:
     return counter.get_total_flops() / batch["frames"].shape[0]
 
 
-@pytest.mark.parametrize("frames", [1, 3])
-@pytest.mark.parametrize("config", ["T1-T1", "T1-T2", "T2-T1", "T2-T2"])
+SLOW = pytest.mark.slow  # the quick loop keeps every variant at the mixed tiny sizes (3 frames) and M-S
+
+
+@pytest.mark.parametrize("frames", [pytest.param(1, marks=SLOW), 3])
+@pytest.mark.parametrize("config", [pytest.param("T1-T1", marks=SLOW), "T1-T2", "T2-T1",
+                                    pytest.param("T2-T2", marks=SLOW)])
 @pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_train_flops_match_flop_counter_tiny(variant: str, config: str, frames: int) -> None:
     torch.manual_seed(0)
@@ -56,7 +60,7 @@ def meta_safe_masks(monkeypatch):
     monkeypatch.setattr(mu, "find_packed_sequence_indices", lambda position_ids: None)
 
 
-@pytest.mark.parametrize("config", ["M-S", "S-L"])
+@pytest.mark.parametrize("config", ["M-S", pytest.param("S-L", marks=SLOW)])
 @pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_flops_match_flop_counter_real_sizes_on_meta(variant: str, config: str, meta_safe_masks) -> None:
     """Real sizes at 224 px (position-embedding interpolation included), no memory used."""

@@ -57,6 +57,7 @@ def resume(exp: Path) -> subprocess.CompletedProcess:
                           timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_the_launch_records_every_state_file(experiment):
     from sweep import integrity
 
@@ -66,6 +67,7 @@ def test_the_launch_records_every_state_file(experiment):
     assert sorted(record) == integrity.state_files(str(experiment)) and integrity.problems(str(experiment)) == []
 
 
+@pytest.mark.slow
 def test_plain_ray_reads_the_experiment_without_the_project(experiment, tmp_path):
     experiment = copy_of(experiment, tmp_path)  # a restore may write; the other tests' copies stay pristine
     code = f"""
@@ -129,6 +131,7 @@ class _Payload:
         return os.mkdir, (self.marker,)
 
 
+@pytest.mark.slow
 def test_a_tampered_tuner_pkl_is_refused_on_resume_and_its_payload_never_runs(experiment, tmp_path):
     exp = copy_of(experiment, tmp_path)
     marker = tmp_path / "pwned"
@@ -145,6 +148,7 @@ def test_a_tampered_tuner_pkl_is_refused_on_resume_and_its_payload_never_runs(ex
     assert marker.is_dir()
 
 
+@pytest.mark.slow
 def test_an_unrecorded_or_changed_state_file_is_refused(experiment, tmp_path):
     exp = copy_of(experiment, tmp_path)
     (exp / "experiment_state-2099-01-01_00-00-00.json").write_text("{}")  # Ray would load the newest

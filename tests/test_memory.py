@@ -59,15 +59,15 @@ def measure(cfg: TrialConfig, ckpt: bool) -> tuple[int, float]:
     return saved_tensor_bytes(model, batch), activation_bytes(cfg, B, ckpt, VOCAB).saved
 
 
-@pytest.mark.parametrize("ckpt", [False, True], ids=["no-ckpt", "ckpt"])
+@pytest.mark.parametrize("ckpt", [pytest.param(False, id="no-ckpt"), pytest.param(True, id="ckpt", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_activation_formula_matches_saved_tensors(variant, ckpt):
     got, pred = measure(tiny(variant), ckpt)
     assert abs(pred / got - 1) < TOLERANCE, f"predicted {pred:.0f} B vs saved {got} B"
 
 
-@pytest.mark.parametrize("kw", [dict(precision="fp32", config="T1-T2"), dict(frames=1, micro_batch=1, global_batch=1)],
-                         ids=["fp32", "one-frame"])
+@pytest.mark.parametrize("kw", [pytest.param(dict(precision="fp32", config="T1-T2"), id="fp32", marks=pytest.mark.slow),
+                                pytest.param(dict(frames=1, micro_batch=1, global_batch=1), id="one-frame")])
 @pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_activation_formula_other_shapes(variant, kw):
     got, pred = measure(tiny(variant, **kw), ckpt=False)

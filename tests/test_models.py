@@ -14,6 +14,7 @@ from trainables.models.vision import build_vision
 
 VOCAB = 256
 TINY = ("T1-T1", "T1-T2", "T2-T1", "T2-T2")
+SLOW = pytest.mark.slow  # the quick loop keeps the mixed tiny sizes and one case of each property
 
 
 def make_model(variant: str, config: str = "T2-T2", attn: str = "eager", seed: int = 0, **kw):
@@ -36,7 +37,7 @@ def make_batch(B: int = 2, T: int = 3, L: int = 9, seed: int = 1) -> dict[str, t
     return {"frames": frames, "input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-@pytest.mark.parametrize("config", TINY)
+@pytest.mark.parametrize("config", [c if c in ("T1-T2", "T2-T1") else pytest.param(c, marks=SLOW) for c in TINY])
 @pytest.mark.parametrize("variant", ["foveated", "baseline", "pooled1"])
 def test_forward_backward_every_parameter_trains(variant: str, config: str) -> None:
     model = make_model(variant, config, attn="sdpa").train()
@@ -114,7 +115,7 @@ def test_a_cached_query_pass_equals_appended_token_with_mask(attn: str) -> None:
     torch.testing.assert_close(ref[:, :-1], enc(px), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", ["T1-T1", "T2-T2"])
+@pytest.mark.parametrize("config", ["T1-T1", pytest.param("T2-T2", marks=SLOW)])
 def test_b_autoregressive_kv_cache_equals_recompute(config: str) -> None:
     """(b) Frame-by-frame inference with the LLM's DynamicCache == recomputing every prefix."""
     model = make_model("foveated", config, attn="sdpa")
@@ -143,7 +144,7 @@ def _queries(model: FoveatedVLM, frames: torch.Tensor) -> torch.Tensor:
     return model.frame_queries(model.vision.encode_cache(frames.flatten(0, 1)), B, T)
 
 
-@pytest.mark.parametrize("t", [0, 1, 2])
+@pytest.mark.parametrize("t", [pytest.param(0, marks=SLOW), 1, pytest.param(2, marks=SLOW)])
 def test_c_frame_t_steers_only_later_queries(t: int) -> None:
     """(c) Changing frame t changes the query for frame t+1, and none for frames <= t."""
     model = make_model("foveated")
@@ -234,6 +235,7 @@ def test_gradient_checkpointing_same_loss_and_grads(variant: str) -> None:
 # loss agrees to rtol 1e-5 and gradients to rtol 1e-3 / atol 1e-6 (bitwise equality is not promised).
 # Foveated only: it runs every compiled block (ViT layers, query pass, LLM layers at two sequence
 # lengths); inductor's C++ build of both variants takes ~3 min on this 2-core machine.
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["foveated"])
 def test_compiled_blocks_same_loss_and_grads(variant: str) -> None:
     torch._dynamo.reset()

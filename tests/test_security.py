@@ -234,6 +234,7 @@ def swapped_mid_run(tmp_path_factory):
     return {"exp": exp, "good": good, "marker": marker}
 
 
+@pytest.mark.slow
 def test_a_tuner_pkl_swapped_in_while_the_sweep_runs_is_never_recorded_and_never_runs(swapped_mid_run):
     """Before, the end-of-run record hashed whatever was on storage, so the next plain re-run
     unpickled the payload."""
@@ -253,6 +254,7 @@ def test_a_tuner_pkl_swapped_in_while_the_sweep_runs_is_never_recorded_and_never
 
 
 @pytest.mark.parametrize("victim", ["tuner.pkl", "experiment_state", "callback-states"])
+@pytest.mark.slow
 def test_a_state_file_swapped_in_after_the_check_never_runs(victim, swapped_mid_run, tmp_path, monkeypatch, capsys):
     """The swap happens right after the driver's last check (under the experiment lock, Ray
     already started), before Ray reads the file: the storage layer refuses the bytes as Ray reads
@@ -304,6 +306,7 @@ def test_a_state_file_swapped_in_after_the_check_never_runs(victim, swapped_mid_
     assert marker.is_dir()
 
 
+@pytest.mark.slow
 def test_trust_storage_refuses_a_damaged_state_file_in_one_line(swapped_mid_run, tmp_path):
     """--trust-storage accepts changed files, not a truncated one (Ray's restore of it ended in an
     EOFError traceback, its issue #58179)."""

@@ -229,6 +229,7 @@ def tfevent_tags(path: Path) -> set[str]:
     return tags
 
 
+@pytest.mark.slow
 def test_sweep_updates_live_plot_writes_tensorboard_and_resumes_it(tmp_path, monkeypatch, capsys):
     import ray
 

@@ -60,6 +60,7 @@ def short_trial(variant="baseline", steps=30, **kw):
     return trial
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["baseline", "foveated"])
 def test_trial_learns_to_look_reports_metrics_and_checkpoints(ray_session, tmp_path, variant):
     """The smoke grid's longest trial of each arm, at the grid's learning rate for it: it must see
@@ -94,6 +95,7 @@ def test_trial_learns_to_look_reports_metrics_and_checkpoints(ray_session, tmp_p
 
 @pytest.mark.parametrize("offload, variant", [(False, "baseline"), (True, "baseline"), (False, "pooled1")],
                          ids=["zero2", "zero2-offload", "zero2-pooled1"])
+@pytest.mark.slow
 def test_resume_after_failure_is_bit_identical(ray_session, tmp_path, offload, variant):
     """A trial that dies at step 25 is retried from its step-20 checkpoint and ends with exactly
     the losses of an uninterrupted trial; the two ran concurrently on distinct ports."""
@@ -116,12 +118,14 @@ def test_resume_after_failure_is_bit_identical(ray_session, tmp_path, offload, v
     assert a[0]["master_port"] != b[0]["master_port"]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_trial_naming_the_step(ray_session, tmp_path):
     (result,) = run([short_trial(fault="nan@13")], tmp_path, "nan")
     assert result.error is not None
     assert "non-finite training loss at step 13" in str(result.error)
 
 
+@pytest.mark.slow
 def test_injected_oom_names_config_microbatch_and_a_suggestion(ray_session, tmp_path):
     (result,) = run([short_trial(fault="oom@3")], tmp_path, "oom")
     msg = str(result.error)

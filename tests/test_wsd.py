@@ -211,6 +211,7 @@ def wsd_experiment(tmp_path_factory):
     return (rc, rc_again), root / "wsd", ref
 
 
+@pytest.mark.slow
 def test_searcher_end_to_end_produces_every_point(wsd_experiment):
     from fitting.table import fit_frame, load_experiment
 
@@ -235,6 +236,7 @@ def test_searcher_end_to_end_produces_every_point(wsd_experiment):
         assert row["flops"] == pytest.approx(fps * 16 * row["trial_steps"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_cooldown_continues_the_stable_run_exactly(wsd_experiment):
     """A cooldown first trains step fork + 1 from the stable trial's state: on CPU with
     deterministic kernels it ends bit-identical to one uninterrupted WSD run of that length."""

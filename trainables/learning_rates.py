@@ -12,7 +12,7 @@ each trial's `lr` / `lr_backbone` come from, first match wins:
 4. the size rule: the grid's base rates scaled by (N / N_anchor)^(-1/3), N the trial's total
    parameters (the scaling OLMo's model ladders use per rung), the anchor `Grid.lr_anchor` (S-S
    for every phase grid, so a config gets the same rate in each). The phase grids use it: their
-   anchor rates are conventional fine-tuning values, not searched on this task, as the dry-run
+   anchor rates are conventional fine-tuning values, not searched, as the dry-run
    says.
 
 A table records the settings it was searched with. A trial it does not cover (another batch,
@@ -121,7 +121,7 @@ def rule_rates(grid: Grid, trial: TrialConfig) -> tuple[float, float]:
 
 
 def rule_description(grid: Grid) -> str:
-    return (f"size rule: the grid's rates x (N / N[{grid.lr_anchor}])^(-1/3), not searched on this task "
+    return (f"size rule: the grid's rates x (N / N[{grid.lr_anchor}])^(-1/3), not searched "
             "(run --lr-search first for rates earned on your data)")
 
 
