@@ -21,30 +21,30 @@ def plan_setting(config: str, variant: str, **kw) -> TrialConfig:
 
 
 @pytest.fixture(scope="module")
-def seed_plans():
+def plan_trials():
     return {(c, v): plan_trial(plan_setting(c, v), PLAN_GIB) for c in REAL_CONFIGS for v in VARIANTS}
 
 
-def test_plans_fit_and_accumulate_to_the_global_batch(seed_plans):
-    for (c, v), p in seed_plans.items():
+def test_plans_fit_and_accumulate_to_the_global_batch(plan_trials):
+    for (c, v), p in plan_trials.items():
         assert p.memory.gpu_gib <= PLAN_GIB
         assert p.micro_batch * p.grad_accum == 16
         cfg = p.apply(plan_setting(c, v))  # a valid TrialConfig carrying the plan
         assert (cfg.micro_batch, cfg.grad_accum, cfg.offload) == (p.micro_batch, p.grad_accum, p.offload)
 
 
-def test_seed_table_in_spirit(seed_plans):
+def test_the_plans_table_in_spirit(plan_trials):
     for v in VARIANTS:
-        for c in ("S-S", "S-B"):  # seed: S-* at batch 16
-            p = seed_plans[(c, v)]
+        for c in ("S-S", "S-B"):  # the plan: S-* at batch 16
+            p = plan_trials[(c, v)]
             assert (p.micro_batch, p.offload, p.grad_checkpointing) == (16, False, False)
-        for c in ("M-S", "M-B"):  # seed: 8-12
-            assert seed_plans[(c, v)].micro_batch >= 8 and not seed_plans[(c, v)].offload
-        assert seed_plans[("M-L", v)].micro_batch <= 8  # seed: 4-8
-        for c in ("L-S", "L-B", "L-L"):  # seed: needs accumulation tricks; here ZeRO offload
-            assert seed_plans[(c, v)].offload
+        for c in ("M-S", "M-B"):  # the plan: 8-12
+            assert plan_trials[(c, v)].micro_batch >= 8 and not plan_trials[(c, v)].offload
+        assert plan_trials[("M-L", v)].micro_batch <= 8  # the plan: 4-8
+        for c in ("L-S", "L-B", "L-L"):  # the plan: needs accumulation tricks; here ZeRO offload
+            assert plan_trials[(c, v)].offload
     # nothing needs checkpointing at 24 GiB with 8 frames
-    assert not any(p.grad_checkpointing for p in seed_plans.values())
+    assert not any(p.grad_checkpointing for p in plan_trials.values())
 
 
 def _le(a: str, b: str) -> bool:
@@ -54,17 +54,17 @@ def _le(a: str, b: str) -> bool:
     return rank[al] <= rank[bl] and rank[av] <= rank[bv]
 
 
-def test_larger_configs_never_get_a_larger_micro_batch(seed_plans):
+def test_larger_configs_never_get_a_larger_micro_batch(plan_trials):
     """Monotone within a memory mode. Across modes it need not be (and is not): L-L foveated,
     offloaded, keeps only 2 B/param on the GPU and fits micro-batch 8, while M-L, which fits
     without offload, keeps 16 B/param there and fits 4. Offloading M-L to get 8 would cost
     a host Adam step per optimizer step for nothing: accumulation is free."""
     for v in VARIANTS:
         for a, b in itertools.permutations(REAL_CONFIGS, 2):
-            pa, pb = seed_plans[(a, v)], seed_plans[(b, v)]
+            pa, pb = plan_trials[(a, v)], plan_trials[(b, v)]
             if _le(a, b) and (pa.offload, pa.grad_checkpointing) == (pb.offload, pb.grad_checkpointing):
                 assert pb.micro_batch <= pa.micro_batch, (v, a, b)
-    assert seed_plans[("L-L", "foveated")].micro_batch > seed_plans[("M-L", "foveated")].micro_batch
+    assert plan_trials[("L-L", "foveated")].micro_batch > plan_trials[("M-L", "foveated")].micro_batch
 
 
 def test_memory_savers_only_when_needed():
