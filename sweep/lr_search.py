@@ -18,7 +18,8 @@ again with `--lr-grid` set to the rates beyond it (narrowed to that pair if you 
 A rate qualifies for a pair only if every seed's run finished and sees its frames at the
 horizon (search_spaces/vision_rule.py: the rule the fits use). Among qualifying rates the
 choice is the one-standard-error rule: the *smallest* rate whose mean eval loss over seeds lies
-within one standard error of the best rate's. A rate at the edge of stability is where rounding
+within one standard error of the best rate's (that SE, from a few seeds, is floored at the
+median SE of the pair's qualifying rates, so seeds that agree by chance do not pin the choice). A rate at the edge of stability is where rounding
 decides which seeds escape the caption prior (and the verdict then changes with the CPU), so
 of rates the data cannot tell apart the calmer one is taken. A choice at the grid's edge is
 flagged: widen the grid. A pair with no qualifying rate has no entry, and the command exits 1.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -172,7 +174,9 @@ def choose(records: list[dict]) -> dict:
             entry = {"lr": None, "reason": "no rate in the grid made every seed see its frames at the horizon"}
         else:
             best = min(good, key=lambda lr: good[lr]["mean_eval_loss"])
-            limit = good[best]["mean_eval_loss"] + good[best]["se"]
+            # two or three seeds that happen to agree give a tiny SE; the pair's median SE floors it
+            typical_se = statistics.median(s["se"] for s in good.values())
+            limit = good[best]["mean_eval_loss"] + max(good[best]["se"], typical_se)
             pick = min(lr for lr, s in good.items() if s["mean_eval_loss"] <= limit)
             entry = {"lr": pick, "lr_backbone": good[pick]["lr_backbone"], "best_mean_lr": best,
                      "mean_eval_loss": good[pick]["mean_eval_loss"], "seeing": f"{good[pick]['seeing']}/"

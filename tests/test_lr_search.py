@@ -60,6 +60,12 @@ def test_choice_needs_every_seed_to_see_and_takes_the_smallest_rate_within_one_s
     # a clearly better rate is taken even when larger
     recs2 = [record(1e-3, s, 0.70 + s / 100) for s in range(3)] + [record(2e-3, s, 0.50 + s / 100) for s in range(3)]
     assert choose(recs2)["foveated"]["T1-T1"]["lr"] == 2e-3
+    # two seeds that agree by chance (SE 5e-5) do not pin the choice: the SE is floored at the
+    # pair's median SE (here 0.01), so the calmer 2e-3, 0.0019 worse, is taken
+    recs3 = [record(1e-3, 0, 0.84), record(1e-3, 1, 0.87), record(2e-3, 0, 0.796), record(2e-3, 1, 0.820),
+             record(4e-3, 0, 0.8057), record(4e-3, 1, 0.8058)]
+    assert choose(recs3)["foveated"]["T1-T1"]["best_mean_lr"] == 4e-3
+    assert choose(recs3)["foveated"]["T1-T1"]["lr"] == 2e-3
     # nothing qualifies: no rate, a reason
     blind = [record(1e-3, s, 1.0, gap=1e-4, se=1e-5) for s in range(2)]
     assert choose(blind)["foveated"]["T1-T1"]["lr"] is None
