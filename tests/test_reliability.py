@@ -253,7 +253,11 @@ def snapshot(exp: Path) -> dict:
 def ray_env(tmp_path_factory):
     """Environment of the drivers: a private Ray temp dir (short: Ray's socket paths)."""
     raytmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    env = dict(os.environ, RAY_TMPDIR=raytmp, PYTHONUNBUFFERED="1")
+    # TUNE_GLOBAL_CHECKPOINT_S=1: Tune writes the experiment state every second instead of every
+    # 10 s or more, so "the 20-step trial is TERMINATED on disk" is seen while the 60-step trial
+    # still has ~30 steps to go; at 10 s an idle machine could finish both first, and the next
+    # kill would find nothing running
+    env = dict(os.environ, RAY_TMPDIR=raytmp, PYTHONUNBUFFERED="1", TUNE_GLOBAL_CHECKPOINT_S="1")
     yield env
     shutil.rmtree(raytmp, ignore_errors=True)
 
@@ -379,6 +383,7 @@ def killed_sweep(tmp_path_factory, ray_env):
         d.wait_for(lambda: any(n.startswith(NAMES[SHORT] + "_") and s == "TERMINATED"
                                for n, s in stored_status(exp).items()), "20-step trial TERMINATED")
         kills.append({"trigger": "20-step trial TERMINATED", "at_s": d.kill(), "seen": snapshot(exp)})
+        assert kills[-1]["seen"][LONG]["status"] != "TERMINATED", "kill 2 came after both trials ended"
         sessions.append(d.session())
     # 3
     start3 = kills[-1]["seen"][LONG]["newest"]
