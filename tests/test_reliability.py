@@ -201,9 +201,11 @@ def trial_dirs(exp: Path) -> dict[int, Path]:
     """steps -> directory of the untagged trial of that length; (steps, tag) -> a tagged one."""
     out = {}
     for d in exp.glob("baseline_T1-T1_*"):
-        if d.is_dir() and (d / "params.json").exists():
+        try:
             trial = json.loads((d / "params.json").read_text())["trial"]
-            out[(trial["steps"], trial["tag"])] = d
+        except (OSError, ValueError):  # not there yet, or Ray is still writing it
+            continue
+        out[(trial["steps"], trial["tag"])] = d
     return {steps: d for (steps, tag), d in out.items() if not tag} | {(s, t): d for (s, t), d in out.items() if t}
 
 
