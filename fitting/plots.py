@@ -115,6 +115,9 @@ def _loss_vs_flops(fig, ax, fs, ctx, fits, boot):
         p = fit.params(g)
         band = boot.ci95(StatKey(CURVE, g, "L(C)"))
         mark = " (rests on blind runs)" if g in blind_groups else ""
+        law = fits.get("laws", {}).get("L(C)", {}).get(g, {})
+        flagged = [x for fl in law.get("flags", {}).values() for x in fl]
+        mark += f" (flagged: {'; '.join(flagged)})" if flagged else ""
         fitted_curve(ax, grid, y, ctx.measured_C[g], style(g)[2], band=band,
                      label=f"{g} fit: {p['E']:.3g} + {p['A']:.3g} C^-{p['alpha']:.3f}{mark}")
         drawn = True

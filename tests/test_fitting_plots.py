@@ -57,6 +57,18 @@ def test_one_line_per_config_through_seed_means_and_fits_dashed_beyond_their_dat
     assert fit.loc[~beyond, "lo"].notna().all()  # a band where the arm measured
 
 
+def test_a_flagged_fit_says_so_in_its_legend(fitted):
+    fs, ctx, boot = fitted
+    fits = {**_fits("not identified"), "laws": {"L(C)": {"baseline": {"flags": {"E": ["E at lower bound (0)"]}},
+                                                          "foveated": {"flags": {"E": [], "alpha": []}}}}}
+    fig, ax = plt.subplots()
+    plots._loss_vs_flops(fig, ax, fs, ctx, fits, boot)
+    labels = ax.get_legend_handles_labels()[1]
+    plt.close(fig)
+    assert [x for x in labels if x.startswith("baseline fit:")][0].endswith("(flagged: E at lower bound (0))")
+    assert "flagged" not in [x for x in labels if x.startswith("foveated fit:")][0]
+
+
 def test_the_multiplier_is_drawn_only_for_a_stated_comparison(fitted, tmp_path):
     fs, ctx, boot = fitted
     for status, expect in (("not identified", False), ("ok", True)):
