@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fitting import derived, derived_plots, field_plot, isoflop
-from fitting.honest import OK, SKIPPED
+from fitting.honest import OK, SKIPPED, blocking_flags
 from fitting.keys import CURVE, StatKey
 from fitting.plot_style import BAND_ALPHA, BLIND, Skip, fitted_curve, legend_beside, loglog, style
 
@@ -115,8 +115,8 @@ def _loss_vs_flops(fig, ax, fs, ctx, fits, boot):
         p = fit.params(g)
         band = boot.ci95(StatKey(CURVE, g, "L(C)"))
         mark = " (rests on blind runs)" if g in blind_groups else ""
-        law = fits.get("laws", {}).get("L(C)", {}).get(g, {})
-        flagged = [x for fl in law.get("flags", {}).values() for x in fl]
+        flags = fits.get("laws", {}).get("L(C)", {}).get(g, {}).get("flags", {})
+        flagged = blocking_flags(flags, flags)  # worded as the report's "not identified" reasons
         mark += f" (flagged: {'; '.join(flagged)})" if flagged else ""
         fitted_curve(ax, grid, y, ctx.measured_C[g], style(g)[2], band=band,
                      label=f"{g} fit: {p['E']:.3g} + {p['A']:.3g} C^-{p['alpha']:.3f}{mark}")

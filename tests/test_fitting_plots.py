@@ -61,11 +61,12 @@ def test_a_flagged_fit_says_so_in_its_legend(fitted):
     fs, ctx, boot = fitted
     fits = {**_fits("not identified"), "laws": {"L(C)": {"baseline": {"flags": {"E": ["E at lower bound (0)"]}},
                                                           "foveated": {"flags": {"E": [], "alpha": []}}}}}
+    fits["laws"]["L(C)"]["baseline"]["flags"]["alpha"] = ["at bound"]
     fig, ax = plt.subplots()
     plots._loss_vs_flops(fig, ax, fs, ctx, fits, boot)
     labels = ax.get_legend_handles_labels()[1]
     plt.close(fig)
-    assert [x for x in labels if x.startswith("baseline fit:")][0].endswith("(flagged: E at lower bound (0))")
+    assert [x for x in labels if x.startswith("baseline fit:")][0].endswith("(flagged: E at lower bound (0); alpha at bound)")
     assert "flagged" not in [x for x in labels if x.startswith("foveated fit:")][0]
 
 
