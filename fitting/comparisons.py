@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fitting import derived as dv
+from fitting import dominance
 from fitting import honest
 from fitting.bootstrap import Resamples
 from fitting.keys import (ALLOCATION, CROSSOVER, CROSSOVER_IN_DATA, EXPONENT_DIFF, MULTIPLIER, RATIO, StatKey, of_pair,
@@ -38,6 +39,13 @@ def _value(full: dict, boot: Resamples, key: StatKey) -> dict:
 def _law_flags(laws, law, g):
     rec = laws.get(law, {}).get(g)
     return rec["flags"] if rec and rec["status"] == honest.OK else None
+
+
+def _identify(status: str, law: str, law_flags: dict) -> str:
+    """What more data would identify a verdict that flagged fits left not identified ('' otherwise:
+    a withheld verdict's remedy is training, and an unresolved crossover's reason says it)."""
+    ok = all(f is not None for f in law_flags.values())
+    return honest.remedies(law, law_flags) if status == honest.NOT_IDENTIFIED and ok else ""
 
 
 def _pair(fs, ctx: dv.Context, full: dict, boot: Resamples, t: str, r: str) -> dict:
@@ -87,7 +95,7 @@ def derived(fs, ctx: dv.Context, full: dict, boot: Resamples, laws, vision, requ
                     status, reason = honest.NOT_IDENTIFIED, f"{k} has a zero-width interval"
         if status == honest.WITHHELD:
             a = {"flops_per_nd": ctx.flops_per_nd[g]}
-        a.update(status=status, reason=reason)
+        a.update(status=status, reason=reason, identify=_identify(status, "L(N,D)", {g: flags}))
         alloc[g] = a
     d["optimal_allocation"] = alloc
     comps = {}
@@ -100,7 +108,9 @@ def derived(fs, ctx: dv.Context, full: dict, boot: Resamples, laws, vision, requ
             rec.update(_pair(fs, ctx, full, boot, t, r))
             if status == honest.OK and rec["crossover"]["status"] == honest.UNRESOLVED:
                 status, reason = honest.NOT_IDENTIFIED, rec["crossover"]["reason"]
-        rec.update(status=status, reason=reason)
+        rec.update(status=status, reason=reason, identify=_identify(status, "L(C)", flags))
+        if status != honest.WITHHELD:  # a blind arm's runs are failed runs: nothing is read off them
+            rec["in_data"] = dominance.between(fs.frame, t, r)
         comps[pair_key(t, r)] = rec
     d["comparisons"] = comps
     d["best_configs"] = dv.best_configs(fs.frame).to_dict("records")

@@ -119,6 +119,35 @@ def blocking_flags(flags: dict, names) -> list[str]:
     return out
 
 
+# What more data would lift each flag: the report says it beside a "not identified", so the
+# reader knows what to run next rather than only what went wrong.
+_FLOOR = "compute beyond the largest measured, until the loss bends towards its floor"
+_ABOVE = ("points that show where the loss levels off (the fitted floor lies above a measured loss, as a plateau "
+          "followed by a drop makes it): more compute past the lowest point, or a task whose loss falls smoothly")
+_SEEDS = "more independent runs (seeds) per cell, so that resampling them moves the fit"
+_SPAN = "a wider span of {x}"
+REMEDIES = {
+    E_AT_ZERO: _FLOOR, CI_AT_E_ZERO: _FLOOR, E_ABOVE_MIN: _ABOVE, ZERO_WIDTH: _SEEDS, NO_CI: _SEEDS,
+    AT_BOUND: _SPAN, CI_AT_EXPONENT_BOUND: _SPAN, **{f: _SPAN for f in CONSTANT_TERM.values()},
+}
+# what each law's exponents scale (the span a bounded exponent asks for)
+EXPONENT_OF = {"L(C)": {"alpha": "compute"}, "L(N,D)": {"alpha": "model sizes", "beta": "step counts"}}
+
+
+def remedies(law: str, law_flags: dict) -> str:
+    """What more data would identify the `law` fits in `law_flags` (arm -> {param: [flag]}): per
+    arm, one clause per distinct remedy; '' when nothing blocks."""
+    arms_by_clause: dict[str, list[str]] = {}  # arms that need the same data are named together
+    for arm, flags in law_flags.items():
+        said: list[str] = []
+        for k, fs in (flags or {}).items():
+            x = EXPONENT_OF.get(law, {}).get(k, f"what {k} is the exponent of")
+            said += [r for f in fs if f in BLOCKS_VERDICT and (r := REMEDIES[f].format(x=x)) not in said]
+        if said:
+            arms_by_clause.setdefault(", and ".join(said), []).append(arm)
+    return "; ".join(f"{' and '.join(arms)}: {clause}" for clause, arms in arms_by_clause.items())
+
+
 def comparison_status(arms, vision: dict, require_vision: bool, runs: dict, law_flags: dict) -> tuple[str, str]:
     """(OK | WITHHELD | NOT_IDENTIFIED, reason) for a verdict resting on `arms` (rules 1-3).
 

@@ -85,7 +85,8 @@ def fit_isoflop(N, C, loss, weights=None, bucket=None) -> IsoFlopFit:
                      "n_sizes": int(len(sizes))})
     if most < MIN_SIZES:
         raise FitError(f"IsoFLOP needs >= {MIN_SIZES} model sizes sharing a compute budget; "
-                       f"the best budget has {most}")
+                       f"the best budget has {most} (runs within {BUCKET_FACTOR - 1:.0%} in compute share a budget: "
+                       "choose each size's step counts so that sizes meet on common budgets)")
     if len(rows) < 2:
         raise FitError(f"IsoFLOP: {len(rows)} budget(s) with a bracketed minimum; need >= 2 to fit N_opt(C)")
     lc = np.log([r["C"] for r in rows])

@@ -127,7 +127,7 @@ def _comparison_answer(name: str, c: dict, grid: list) -> str:
         # no number here (the detail table shows those fits' estimates, marked as such)
         est = (" No multiplier or crossover is stated; the comparison table below shows the flagged fits' "
                "estimates, which are not findings." if em else "")
-        return f"**{name}: not identified** — {c['reason']}.{est}"
+        return f"**{name}: not identified** — {c['reason']}.{est}{_identify(c)}{_in_data(c)}"
     m = _num(_at(em["ref_to_match_treat"]["value"], i))
     ci = em["ref_to_match_treat"]["ci95"]
     lo, hi = (_num(_at(ci[0], i)), _num(_at(ci[1], i))) if ci else (None, None)
@@ -158,6 +158,23 @@ def _comparison_answer(name: str, c: dict, grid: list) -> str:
     return f"**{name}:** " + "; ".join(parts) + "."
 
 
+def _in_data(c: dict) -> str:
+    d = c.get("in_data")
+    if not d:
+        return ""
+    steps = f" at {d['steps']:.0f} steps" if d["steps"] == d["steps"] else ""  # NaN: steps unknown
+    return (f" In the data, without a law: every one of the {d['runs']} runs of {d['winner']} {d['config']}{steps} "
+            f"({fmt(d['C'], 3)} FLOPs) has a lower loss (worst {fmt(d['worst_loss'])}), by more than twice the evaluations' "
+            f"SE, than the best run of "
+            f"{d['loser']} ({fmt(d['loser_best_loss'])}, {d['loser_best_config']} at {fmt(d['loser_best_C'], 3)} FLOPs), "
+            f"whose runs spent up to {fmt(d['compute_ratio'], 3)}x that compute: a fact about this grid, not a "
+            "multiplier.")
+
+
+def _identify(verdict: dict) -> str:
+    return f" What would identify it: {verdict['identify']}." if verdict.get("identify") else ""
+
+
 def _answer(fits: dict) -> list[str]:
     d = fits["derived"]
     comps = d.get("comparisons", {})
@@ -170,7 +187,7 @@ def _answer(fits: dict) -> list[str]:
         if a["status"] == OK:
             out.append(f"- Allocation, {g}: N_opt ∝ C^{with_ci(a['N_exponent']['value'], a['N_exponent']['ci95'])}.")
         else:
-            out.append(f"- Allocation, {g}: {a['status']} — {a['reason']}.")
+            out.append(f"- Allocation, {g}: {a['status']} — {a['reason']}.{_identify(a)}")
     if not d.get("optimal_allocation"):
         out.append("- Allocation: L(N,D) not fitted (see the caveats), so nothing is said about model size.")
     return out

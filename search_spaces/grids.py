@@ -32,8 +32,8 @@ SMOKE_SETTINGS = dict(
 )
 
 
-# The offline model ladder: the graded synthetic task (its caption loss falls smoothly, with a
-# known floor), 4 sizes from 95K to 1.3M parameters, step counts over 8x, every arm, 3 seeds.
+# The offline model ladder: the graded synthetic task (graded sub-tasks and difficulty, a known
+# floor; docs/ladder.md shows what each arm learns when), 4 sizes from 95K to 1.3M parameters, step counts over 8x, every arm, 3 seeds.
 # Fresh clips for every sample (20,000 > 800 steps x 16), so the eval loss measures learning,
 # not memorisation; 384 eval clips put an evaluation's standard error near 1% of the loss.
 LADDER_SETTINGS = {**SMOKE_SETTINGS, "dataset": "synthetic-graded", "dataset_size": 20000, "eval_size": 384}

@@ -130,3 +130,23 @@ def test_vision_is_decided_before_runs_and_flags():
     status, reason = honest.comparison_status(["foveated", "baseline"], vision, True, runs,
                                               {"foveated": {"E": [honest.E_ABOVE_MIN]}, "baseline": CLEAN})
     assert status == "withheld" and reason == "foveated does not use its frames in every run (foveated T2-T2: 0 of 2 runs see)"
+
+
+def test_every_blocking_flag_names_the_data_that_would_lift_it():
+    for flag in honest.BLOCKS_VERDICT:
+        assert honest.REMEDIES[flag].format(x="compute")
+    assert honest.remedies("L(C)", {"foveated": CLEAN, "baseline": CLEAN}) == ""
+
+
+def test_a_not_identified_verdict_says_per_arm_what_data_would_identify_it():
+    flags = {"foveated": {**CLEAN, "E": [honest.E_ABOVE_MIN], "alpha": [honest.CI_AT_EXPONENT_BOUND]},
+             "baseline": {**CLEAN, "E": [honest.E_AT_ZERO]}, "pooled1": CLEAN}
+    arms = honest.remedies("L(C)", flags).split("; ")
+    assert len(arms) == 2  # pooled1 has nothing to lift
+    assert arms[0].startswith("foveated: points that show where the loss levels off")
+    assert arms[0].endswith(", and a wider span of compute")
+    assert arms[1] == "baseline: compute beyond the largest measured, until the loss bends towards its floor"
+    both = honest.remedies("L(C)", {"foveated": {"E": [honest.E_AT_ZERO]}, "pooled1": {"E": [honest.CI_AT_E_ZERO]}})
+    assert both.startswith("foveated and pooled1: compute beyond") and ";" not in both
+    nd = honest.remedies("L(N,D)", {"baseline": {"alpha": [honest.AT_BOUND], "beta": [honest.AT_BOUND]}})
+    assert nd == "baseline: a wider span of model sizes, and a wider span of step counts"

@@ -37,6 +37,7 @@ def test_blind_cells_withhold_their_arms_comparisons_naming_the_cells(analysed):
     comps = fits["derived"]["comparisons"]
     for name in ("foveated vs baseline", "foveated vs pooled1"):
         assert comps[name]["status"] == "withheld" and "efficiency_multiplier" not in comps[name]
+        assert "in_data" not in comps[name]  # nothing is read off blind runs, not even a data fact
         assert "foveated T2-T2: 0 of 6 runs see" in comps[name]["reason"]
         assert "foveated T1-T1: 3 of 6 runs see" in comps[name]["reason"]
     assert comps["baseline vs pooled1"]["status"] != "withheld"
