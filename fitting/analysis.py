@@ -113,7 +113,7 @@ def analyze_frame(frame: pd.DataFrame, out: Path, options: AnalysisOptions = Ana
     full = bootstrap.stats(fs.current(), ctx)
     boot = bootstrap.bootstrap(fs, ctx, o.n_bootstrap, o.seed, how, progress=Progress(o.n_bootstrap).update)
     runs = honest.runs_per_group(fs.frame)
-    laws = _laws(fs, boot)
+    laws = _laws(fs, boot, o.n_bootstrap)
     used = np.unique(np.concatenate([e.rows for e in fs.entries.values() if e.status == honest.OK]
                                     or [np.array([], int)]))
     fits = {
@@ -152,7 +152,7 @@ def _residuals(fs: FitSet) -> np.ndarray:
     return r
 
 
-def _laws(fs: FitSet, boot) -> dict:
+def _laws(fs: FitSet, boot, n_resamples: int) -> dict:
     laws = {}
     for (law, group), e in fs.entries.items():
         names = e.fit.groups if (e.status == honest.OK and group == JOINT) else [group]
@@ -166,6 +166,7 @@ def _laws(fs: FitSet, boot) -> dict:
                 stuck = boot.not_converged.get(LawKey(law, group))
                 if stuck:
                     rec["refits_not_converged"] = stuck
+                    honest.flag_stopped_refits(rec, stuck, n_resamples)
                 if group == JOINT:
                     rec["shared"] = [k for k in rec["params"] if k in ("alpha", "beta")]
             laws.setdefault(law, {})[name] = rec
@@ -173,12 +174,14 @@ def _laws(fs: FitSet, boot) -> dict:
 
 
 def _budget_notes(boot: bootstrap.Resamples, n: int) -> list[str]:
-    stuck = {k.label(): v for k, v in boot.not_converged.items() if v > 0.1 * n}
+    stuck = {k.label(): v for k, v in boot.not_converged.items() if v > honest.NOTED_SHARE * n}
     if not stuck:
         return []
     return [f"Bootstrap refits that stopped at their evaluation budget (warm-started at the full fit, "
             f"{engine.REFIT_OPTIONS['maxfun']} evaluations): " + ", ".join(f"{k} {v} of {n}" for k, v in stuck.items())
-            + ". Such a law has flat directions; its intervals are then, if anything, too narrow."]
+            + f". Such a law has flat directions; its intervals are then, if anything, too narrow. Where more than "
+            f"{honest.STOPPED_SHARE:.0%} stopped, its exponents carry the flag '{honest.REFITS_STOPPED}' and no "
+            "verdict rests on it."]
 
 
 def _caveats(fs: FitSet) -> list[str]:

@@ -56,3 +56,4 @@ def test_a_lead_inside_the_evaluation_noise_is_not_a_fact():
 def test_unknown_steps_are_left_out_of_the_sentence():
     d = dominance.between(_frame([(g, cfg, np.nan, C, ls) for g, cfg, _, C, ls in CELLS]), "foveated", "baseline")
     assert "baseline S (2e+11 FLOPs)" in _in_data({"in_data": d})
+    assert "baseline S (2e+11 FLOPs)" in _in_data({"in_data": {**d, "steps": None}})  # as fits.json stores NaN

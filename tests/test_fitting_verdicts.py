@@ -150,3 +150,21 @@ def test_a_not_identified_verdict_says_per_arm_what_data_would_identify_it():
     assert both.startswith("foveated and pooled1: compute beyond") and ";" not in both
     nd = honest.remedies("L(N,D)", {"baseline": {"alpha": [honest.AT_BOUND], "beta": [honest.AT_BOUND]}})
     assert nd == "baseline: a wider span of model sizes, and a wider span of step counts"
+
+
+def test_a_law_whose_refits_mostly_stopped_at_their_budget_carries_no_verdict():
+    """Its intervals are too narrow (flat directions): its exponents are flagged, the interval kept."""
+    def rec():
+        return {"flags": {"E": [], "A": [], "alpha": [], "beta": []}}
+    quiet = rec()
+    honest.flag_stopped_refits(quiet, 500, 1000)  # half: not more than the share
+    assert all(f == [] for f in quiet["flags"].values())
+    stuck = rec()
+    honest.flag_stopped_refits(stuck, 874, 1000)
+    assert stuck["flags"]["alpha"] == stuck["flags"]["beta"] == [honest.REFITS_STOPPED]
+    assert stuck["flags"]["E"] == [] and honest.REFITS_STOPPED not in honest.NO_INTERVAL
+    runs = {"foveated": 6, "baseline": 6}
+    vision = {a: {"uses_frames": True} for a in runs}
+    status, reason = honest.comparison_status(["foveated"], vision, True, runs, {"foveated": stuck["flags"]})
+    assert status == "not identified" and "alpha CI too narrow (most bootstrap refits" in reason
+    assert "more runs or a wider span of model sizes" in honest.remedies("L(N,D)", {"foveated": stuck["flags"]})
