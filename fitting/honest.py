@@ -11,6 +11,8 @@ Parameter flags (each a named constant below):
 - CI_AT_EXPONENT_BOUND / CI_AT_E_ZERO: the box cut the interval, so the real uncertainty on
   that side is larger than printed (the interval is kept, flagged).
 - NO_CI: no bootstrap interval (no resamples, or too few refits).
+- REFITS_STOPPED: on a law's exponents when most of its bootstrap refits stopped at their
+  evaluation budget (the interval is then mostly warm starts: too narrow; kept, flagged).
 Flags in NO_INTERVAL remove the interval; every flag blocks a verdict resting on that law.
 
 Status of a comparison (crossover, multiplier) or an allocation, first rule that applies:
