@@ -44,8 +44,7 @@ def _law_flags(laws, law, g):
 def _identify(status: str, law: str, law_flags: dict) -> str:
     """What more data would identify a verdict that flagged fits left not identified ('' otherwise:
     a withheld verdict's remedy is training, and an unresolved crossover's reason says it)."""
-    ok = all(f is not None for f in law_flags.values())
-    return honest.remedies(law, law_flags) if status == honest.NOT_IDENTIFIED and ok else ""
+    return honest.remedies(law, law_flags) if status == honest.NOT_IDENTIFIED else ""
 
 
 def _pair(fs, ctx: dv.Context, full: dict, boot: Resamples, t: str, r: str) -> dict:

@@ -19,16 +19,16 @@ NOISE_SE = 2.0  # a "lower loss" must clear the two evaluations' combined SE thi
 
 
 def _cheapest_beating(frame: pd.DataFrame, a: str, b: str) -> dict | None:
+    frame = frame.assign(loss_se=frame["loss_se"].fillna(0.0))  # no evaluation SE known: no noise margin
     fa, fb = frame[frame["group"] == a], frame[frame["group"] == b]
     if fa.empty or fb.empty:
         return None
     best_b = fb.loc[fb["loss"].idxmin()]
-    se = lambda x: float(np.nan_to_num(x))  # an input without evaluation SEs gets no noise margin
     # a cell's runs share one compute (same config and step count, FLOPs per sample are fixed)
-    cells = fa.assign(loss_se=fa["loss_se"].map(se)).groupby(["config", "C"]).agg(
+    cells = fa.groupby(["config", "C"]).agg(
         worst=("loss", "max"), worst_se=("loss_se", "max"), runs=("loss", "size"), steps=("steps", "first"))
     # beaten by more than the evaluations can blur: NOISE_SE x their combined standard error
-    margin = NOISE_SE * np.hypot(cells["worst_se"], se(best_b["loss_se"]))
+    margin = NOISE_SE * np.hypot(cells["worst_se"], best_b["loss_se"])
     cells = cells[(cells["runs"] >= MIN_RUNS) & (cells["worst"] < best_b["loss"] - margin)].reset_index()
     if cells.empty:
         return None

@@ -162,7 +162,7 @@ def _in_data(c: dict) -> str:
     d = c.get("in_data")
     if not d:
         return ""
-    known = d.get("steps") is not None and d["steps"] == d["steps"]  # None / NaN: steps unknown
+    known = d.get("steps") is not None and not math.isnan(d["steps"])  # None (fits.json) / NaN: unknown
     steps = f" at {d['steps']:.0f} steps" if known else ""
     return (f" In the data, without a law: every one of the {d['runs']} runs of {d['winner']} {d['config']}{steps} "
             f"({fmt(d['C'], 3)} FLOPs) has a lower loss (worst {fmt(d['worst_loss'])}), by more than twice the evaluations' "
