@@ -183,6 +183,13 @@ def trial_dirs(exp: Path) -> dict[int, Path]:
     return {steps: d for (steps, tag), d in out.items() if not tag} | {(s, t): d for (s, t), d in out.items() if t}
 
 
+def newest_checkpoint(exp: Path, steps) -> int:
+    """Newest complete checkpoint step of the trial `steps` names, 0 if none (yet). Lists the trials
+    once: a second listing can miss a params.json Ray is rewriting (a KeyError seen in CI)."""
+    dirs = trial_dirs(exp)
+    return max(complete_checkpoints(dirs[steps]), default=0) if steps in dirs else 0
+
+
 def complete_checkpoints(tdir: Path) -> dict[int, Path]:
     """manifest step -> checkpoint dir, for checkpoints whose files all match their manifest."""
     out = {}

@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 
 from sweep_harness import (
-    Driver, RUN_TIMEOUT, complete_checkpoints, milestone_losses, session_log_text, snapshot, starts,
-    stored_status, trial_dirs,
+    Driver, RUN_TIMEOUT, complete_checkpoints, milestone_losses, newest_checkpoint, session_log_text,
+    snapshot, starts, stored_status, trial_dirs,
 )
 from trainables import checkpoint as ckpt
 
@@ -167,13 +167,9 @@ def killed_sweep(tmp_path_factory, ray_env):
     logs = tmp_path_factory.mktemp("killed_logs")
     kills, sessions = [], []
 
-    def newest(steps):
-        dirs = trial_dirs(exp)
-        return max(complete_checkpoints(dirs[steps]), default=0) if steps in dirs else 0
-
     # 1
     with Driver(argv, ray_env, logs / "run1.log") as d:
-        d.wait_for(lambda: newest(LONG) >= 10, "the 60-step trial's step-10 checkpoint")
+        d.wait_for(lambda: newest_checkpoint(exp, LONG) >= 10, "the 60-step trial's step-10 checkpoint")
         at, left, survivors = d.kill_driver_only()
         kills.append({"trigger": "60-step trial checkpointed step 10", "at_s": at, "seen": snapshot(exp),
                       "left_after_s": left, "survivors": survivors})
@@ -191,7 +187,7 @@ def killed_sweep(tmp_path_factory, ray_env):
     with Driver([*argv, "--resume"], ray_env, logs / "run3.log") as d:
         # under load run 2 may already have left checkpoint 50 (target reached at once): wait for
         # the trial to start in this run too, else the next run is not the one it restarts in
-        d.wait_for(lambda: d.trial_started(NAMES[LONG]) and newest(LONG) >= target,
+        d.wait_for(lambda: d.trial_started(NAMES[LONG]) and newest_checkpoint(exp, LONG) >= target,
                    f"60-step trial started and checkpointed step {target}")
         kills.append({"trigger": f"60-step trial checkpointed step {target}", "at_s": d.kill(), "seen": None})
         sessions.append(d.session())
@@ -277,7 +273,7 @@ def test_ctrl_c_or_sigterm_stops_gracefully_and_prints_the_resume_command(how, t
     exp = tmp_path / "ctrlc"
     argv = [*GRID, "--no-fit", "--storage-path", str(tmp_path), "--name", "ctrlc"]
     with Driver(argv, ray_env, tmp_path / "run1.log") as d:
-        d.wait_for(lambda: LONG in trial_dirs(exp) and max(complete_checkpoints(trial_dirs(exp)[LONG]), default=0) >= 20,
+        d.wait_for(lambda: newest_checkpoint(exp, LONG) >= 20,
                    "a step-20 checkpoint")
         if how == "ctrl-c":
             os.killpg(d.proc.pid, signal.SIGINT)
