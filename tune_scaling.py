@@ -198,9 +198,10 @@ def check_not_absurd(args: SweepOptions, trials) -> None:
 
 def list_grids() -> int:
     for g in GRIDS.values():
-        per_family = len(g.steps) + (g.schedule == "wsd")  # wsd: + the stable trial
-        n = len(g.variants) * len(g.configs) * per_family * g.seeds
-        print(f"{g.name:8s} {n:3d} trials  configs {','.join(g.configs)}  steps {','.join(map(str, g.steps))}  "
+        per_family = [len(g.steps_for(c)) + (g.schedule == "wsd") for c in g.configs]  # wsd: + the stable trial
+        n = len(g.variants) * sum(per_family) * g.seeds
+        steps = ",".join(map(str, g.steps)) if not g.steps_by_config else "per size (see --dry-run)"
+        print(f"{g.name:8s} {n:3d} trials  configs {','.join(g.configs)}  steps {steps}  "
               f"seeds {g.seeds}  {g.schedule}  - {g.description}")
     return 0
 

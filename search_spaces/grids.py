@@ -34,7 +34,18 @@ SMOKE_SETTINGS = dict(
 
 # The offline model ladder: the graded synthetic task (graded sub-tasks and difficulty, a known
 # floor; docs/ladder.md shows what each arm learns when), 4 sizes from 95K to 1.3M parameters, step counts over 8x, every arm, 3 seeds.
-# Fresh clips for every sample (20,000 > 800 steps x 16), so the eval loss measures learning,
+# Step counts per size put the sizes on shared compute budgets (IsoFLOP needs >= 3 sizes per
+# budget): budget k is T0-T0 at 100 x 2^k steps, and a size runs ~100 x 2^k x r steps (rounded, 8x span kept), r its
+# training FLOPs per step relative to T0-T0's (trainables/flops.py; geometric mean over the three
+# arms, which differ by <= 14%). T0 runs budgets 0-3, T1 1-4, T2 2-5, T3 4-7: budgets 2, 3 and 4
+# hold three sizes each (tests/test_sweep.py checks it with the FLOPs function and the fits' buckets).
+LADDER_STEPS = {
+    "T0-T0": (100, 200, 400, 800),
+    "T1-T1": (107, 214, 428, 857),
+    "T2-T2": (75, 150, 300, 600),
+    "T3-T3": (111, 223, 445, 891),
+}
+# Fresh clips for every sample (20,000 > 891 steps x 16), so the eval loss measures learning,
 # not memorisation; 384 eval clips put an evaluation's standard error near 1% of the loss.
 LADDER_SETTINGS = {**SMOKE_SETTINGS, "dataset": "synthetic-graded", "dataset_size": 20000, "eval_size": 384}
 
@@ -62,6 +73,12 @@ class Grid:
     lr_table: str | None = None
     lr_anchor: str = "S-S"
     lr_search_steps: int | None = None
+    # per-config step counts where a config's differ from `steps` (the ladder: sizes meet on
+    # shared compute budgets, so IsoFLOP finds >= 3 sizes per budget)
+    steps_by_config: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def steps_for(self, config: str) -> tuple[int, ...]:
+        return self.steps_by_config.get(config, self.steps)
 
 
 GRIDS: dict[str, Grid] = {
@@ -70,10 +87,10 @@ GRIDS: dict[str, Grid] = {
     "smoke": Grid("smoke", "offline CPU check: 3 tiny sizes x 2 variants x 3 step counts x 2 seeds",
                   ("T1-T1", "T1-T2", "T2-T2"), (120, 240, 480), SMOKE_SETTINGS, plan_batches=False, seeds=2,
                   schedule="wsd", lr_table="smoke.json", lr_anchor="T1-T1"),
-    "ladder": Grid("ladder", "offline model ladder: 4 tiny sizes x 3 arms x 4 step counts x 3 seeds, graded task",
-                   ("T0-T0", "T1-T1", "T2-T2", "T3-T3"), (100, 200, 400, 800), LADDER_SETTINGS, plan_batches=False,
+    "ladder": Grid("ladder", "offline model ladder: 4 tiny sizes x 3 arms x 4 step counts (per size) x 3 seeds, "
+                   "graded task", tuple(LADDER_STEPS), LADDER_STEPS["T0-T0"], LADDER_SETTINGS, plan_batches=False,
                    variants=VARIANTS, seeds=3, schedule="wsd", lr_table="ladder.json", lr_anchor="T1-T1",
-                   lr_search_steps=400),
+                   lr_search_steps=400, steps_by_config=LADDER_STEPS),
     # phase grids: a short search (300 steps) per (variant, config) before a study's 100-3K steps
     "phase1": Grid("phase1", "core comparison at S-S (135M + dinov2-small)", ("S-S",), PLAN_STEPS, PHASE_SETTINGS,
                    lr_search_steps=300),
@@ -124,7 +141,7 @@ def expand(
     trials = []
     for variant in variants or grid.variants:
         for config in configs or grid.configs:
-            for n_steps in steps or grid.steps:
+            for n_steps in steps or grid.steps_for(config):
                 trial = TrialConfig.from_dict({"variant": variant, "config": config, "steps": n_steps, **settings})
                 trials += [trial.replace(seed=trial.seed + i) for i in range(seeds)]
     return trials

@@ -155,7 +155,8 @@ class SweepOptions:
         if self.seed is not None and self.seed + seeds - 1 > MAX_SEED:
             raise ConfigError(f"--seed {self.seed}: seeds run from --seed to --seed + --seeds - 1 and must stay "
                               f"<= {MAX_SEED} (2^32 - 1)")
-        n = seeds * len(self.variants or grid.variants) * len(self.configs or grid.configs) * len(self.steps or grid.steps)
+        n = seeds * len(self.variants or grid.variants) * sum(
+            len(self.steps or grid.steps_for(c)) for c in self.configs or grid.configs)
         if n > MAX_TRIALS:
             raise ConfigError(f"this grid has {n:,} trials ({seeds:,} seeds); more than {MAX_TRIALS:,} is refused "
                               f"(a typo in --seeds or --steps?)")

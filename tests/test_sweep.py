@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import tune_scaling
 from search_spaces.errors import ConfigError
 from search_spaces.grids import GRIDS, expand
-from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS, VARIANTS
+from search_spaces.sizes import GRID_VARIANTS, REAL_CONFIGS
 from search_spaces.trial import TrialConfig
 from sweep.launch import param_space
 from trainables.planner import plan_grid, plan_trial
@@ -59,6 +60,34 @@ def test_smoke_grid_expands_to_its_definition():
     assert [(t.variant, t.config, t.steps) for t in trials] == [
         (v, c, s) for v in g.variants for c in g.configs for s in g.steps]
     assert {t.precision for t in trials} == {"fp32"} and {t.init for t in trials} == {"random"}
+
+
+def test_ladder_sizes_meet_on_shared_compute_budgets_for_every_arm():
+    """The ladder's per-size step counts (Grid.steps_by_config): every size runs >= 3 step counts
+    spanning >= 8x, and with each run's compute from the one FLOPs function, the IsoFLOP fit's own
+    buckets hold >= 3 sizes in >= 3 budgets, for every arm (their FLOPs per step differ)."""
+    from fitting.isoflop import MIN_SIZES, buckets
+    from trainables.data.bundle import load_data
+    from trainables.flops import trial_flops_per_sample
+
+    g = GRIDS["ladder"]
+    trials = expand("ladder")
+    assert len(trials) == len(g.variants) * sum(len(g.steps_for(c)) for c in g.configs)
+    for c in g.configs:
+        steps = g.steps_for(c)
+        assert [t.steps for t in trials if t.config == c and t.variant == "baseline"] == list(steps)
+        assert len(steps) >= 3 and max(steps) / min(steps) >= 8
+    vocab = load_data(trials[0].replace(dataset_size=1, eval_size=1), tokenizer=True).vocab_size
+    for variant in g.variants:
+        arm = [t for t in trials if t.variant == variant]
+        C = np.array([t.steps * t.global_batch * trial_flops_per_sample(t, vocab) for t in arm])
+        sizes_per_budget = {}
+        for t, b in zip(arm, buckets(C)):
+            sizes_per_budget.setdefault(b, set()).add(t.config)
+        shared = [b for b, sizes in sizes_per_budget.items() if len(sizes) >= MIN_SIZES]
+        assert len(shared) >= 3, (variant, sizes_per_budget)
+    # narrowing with --steps still applies one list to every size
+    assert {t.steps for t in expand("ladder", steps=[50, 60])} == {50, 60}
 
 
 def test_reuse_actors_auto_is_on_for_cpu_trials_only():
