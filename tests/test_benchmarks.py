@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -104,3 +105,32 @@ def test_compare_verdicts_agrees_with_itself_and_names_a_flipped_verdict(tmp_pat
     assert compare_verdicts.main() == 1
     out = capsys.readouterr().out
     assert "!! run foveated T1-T1 s0: sees  |  BLIND" in out and "1 differ" in out
+
+
+def test_target_patch_is_the_patch_holding_the_coloured_object():
+    import foveated_looking
+
+    frames = torch.full((2, 3, 3, 56, 56), 120, dtype=torch.uint8)  # grey clips, 4x4 patches of 14 px
+    frames[:, :, 1] += torch.randint(0, 20, frames[:, :, 1].shape, dtype=torch.uint8)  # a faint tint everywhere
+    frames[0, 1, :, 30:38, 2:10] = torch.tensor([230, 40, 40], dtype=torch.uint8)[:, None, None]  # red: patch (2, 0)
+    frames[1, 2, :, 0:8, 44:52] = torch.tensor([40, 90, 240], dtype=torch.uint8)[:, None, None]  # blue: patch (0, 3)
+    got = foveated_looking.target_patch(frames, 14)
+    assert got[0, 1] == 1 + 2 * 4 + 0 and got[1, 2] == 1 + 0 * 4 + 3
+
+
+@pytest.mark.slow
+def test_foveated_looking_reports_fields_attention_per_layer_and_a_probe(capsys):
+    import foveated_looking
+
+    assert foveated_looking.main(["--config", "T0-T0", "--steps", "4", "--every", "2", "--probe-clips", "48",
+                                  "--override", "eval_size=16", "--override", "dataset_size=64",
+                                  "--override", "warmup_steps=1", "--order-seed", "3"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["step"] for r in out["rows"]] == [2, 4] and out["order_seed"] == 3
+    for row in out["rows"]:
+        assert set(row["fields"]) == {"colour", "shape", "motion", "quadrant", "tag"}
+        assert len(row["attention_on_target"]) == 2  # T0's ViT has two layers
+        for a in row["attention_on_target"]:
+            assert 0 <= a["frame0"] <= 1 and 0 <= a["later"] <= 1 and a["uniform"] == pytest.approx(1 / 17)
+    assert set(out["linear_probe"]) == set(out["rows"][0]["fields"])
+    assert all(r["probe_ce"] > 0 and r["guess_ce"] > 0 for r in out["linear_probe"].values())
