@@ -53,11 +53,13 @@ NO_CI = "no CI"
 # verdict rests on the law. (A well-posed synthetic law stops ~12% of its refits: tests.)
 NOTED_SHARE, STOPPED_SHARE = 0.1, 0.5
 REFITS_STOPPED = "CI too narrow (most bootstrap refits stopped at their budget)"
+# IsoFLOP's exponent from two budgets' minima: a line through two points, the power law untested
+TWO_BUDGETS = "fitted through two budgets (a line through two points)"
 EXPONENT_NAMES = ("alpha", "beta", "a")
 # exponent -> the flag of a coefficient whose term that exponent has flattened into a constant
 CONSTANT_TERM = {e: f"not identified ({e} = 0: a constant, indistinguishable from E)" for e in EXPONENT_NAMES}
 NO_INTERVAL = frozenset({AT_BOUND, E_AT_ZERO, ZERO_WIDTH, *CONSTANT_TERM.values()})
-BLOCKS_VERDICT = NO_INTERVAL | {E_ABOVE_MIN, CI_AT_EXPONENT_BOUND, CI_AT_E_ZERO, NO_CI, REFITS_STOPPED}
+BLOCKS_VERDICT = NO_INTERVAL | {E_ABOVE_MIN, CI_AT_EXPONENT_BOUND, CI_AT_E_ZERO, NO_CI, REFITS_STOPPED, TWO_BUDGETS}
 PARAM_FLAGS = BLOCKS_VERDICT  # every flag a parameter can carry (each blocks a verdict)
 NAMES_E = frozenset({E_AT_ZERO, E_ABOVE_MIN, CI_AT_E_ZERO})  # flags that name their parameter already
 
@@ -147,6 +149,7 @@ _FLAT = "more runs or a wider span of {x}, so the fit has no flat direction"
 REMEDIES = {
     E_AT_ZERO: _FLOOR, CI_AT_E_ZERO: _FLOOR, E_ABOVE_MIN: _ABOVE, ZERO_WIDTH: _SEEDS, NO_CI: _SEEDS,
     AT_BOUND: _SPAN, CI_AT_EXPONENT_BOUND: _SPAN, REFITS_STOPPED: _FLAT, **{f: _SPAN for f in CONSTANT_TERM.values()},
+    TWO_BUDGETS: "a third compute budget on which >= 3 sizes meet with the loss minimum between them",
 }
 # what each law's exponents scale (the span a bounded exponent asks for)
 EXPONENT_OF = {"L(C)": {"alpha": "compute"}, "L(N,D)": {"alpha": "model sizes", "beta": "step counts"}}

@@ -19,6 +19,7 @@ FORM = "IsoFLOP minima: N_opt = G C^a"
 
 BUCKET_FACTOR = 1.25  # runs within 25% of a budget's smallest C share that budget
 MIN_SIZES = 3  # a parabola through fewer sizes has no free residual and no honest minimum
+MIN_BUDGETS = 3  # N_opt(C) through fewer budgets' minima is a line through two points: fitted, but flagged
 
 
 def buckets(C: np.ndarray, factor: float = BUCKET_FACTOR) -> np.ndarray:
@@ -58,6 +59,8 @@ class IsoFlopFit:
         rec["ci95"] = ci = {k: boot.ci95(StatKey(law, group, k)) for k in ("a", "G")}
         rec["flags"] = {k: [honest.ZERO_WIDTH] if honest.zero_width(rec["params"][k], ci[k]) else [] for k in ci}
         rec["ci95"] = {k: (None if rec["flags"][k] else v) for k, v in ci.items()}
+        if len(self.budgets) < MIN_BUDGETS:  # the interval stays: it says how far the two minima move
+            rec["flags"]["a"].append(honest.TWO_BUDGETS)
         return rec
 
 

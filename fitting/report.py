@@ -43,7 +43,17 @@ def _laws_table(laws: dict, blind: list[str] = ()) -> list[str]:
         lines += ["", f"Laws marked{BLIND_MARK} are fitted through runs that do not all see their frames "
                   f"({', '.join(blind)}; a joint fit shares its exponents with them): they describe that recipe's "
                   "training, not the arm, and no verdict uses them."]
+    lines += _isoflop_budgets(laws.get(isoflop.NAME, {}))
     return lines + ([""] + ["Not fitted:"] + skipped if skipped else [])
+
+
+def _isoflop_budgets(per_group: dict) -> list[str]:
+    """Which budgets each IsoFLOP exponent rests on: a reader can see it is two or nine."""
+    out = [f"- {g}: " + "; ".join(f"C {fmt(b['C'], 3)}: N_opt {fmt(b['N_opt'], 3)} ({b['n_sizes']} sizes)"
+                                  for b in rec["budgets"])
+           for g, rec in per_group.items() if rec.get("status") == OK and rec.get("budgets")]
+    return ["", "IsoFLOP budgets with a bracketed minimum (runs within "
+            f"{isoflop.BUCKET_FACTOR - 1:.0%} in compute share a budget):", ""] + out if out else []
 
 
 def _at(vec, i):

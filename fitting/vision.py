@@ -10,7 +10,7 @@ A run is the bootstrap's unit (a WSD family, or one cosine trial), judged at its
 evaluation by the one rule in search_spaces/vision_rule.py (z above Z_MIN and an effect-size
 floor). A run that does not see its frames is a failed training run, not a point of the arm's
 law, so any blind run withholds every comparison that rests on its arm, naming the cells.
-Per arm the gap of its runs at the largest step count is also pooled, with a 95% interval from
+Per arm the gap of its runs at their size's largest step count is also pooled, with a 95% interval from
 resampling those runs and each one's evaluation noise: a summary, not the verdict.
 """
 from __future__ import annotations
@@ -104,8 +104,9 @@ def vision_gaps(frame: pd.DataFrame, n: int = 1000, seed: int = 0) -> tuple[dict
             out[g] = {**rec, "gap": None, "ci95": None, "n_pooled": 0, "points": ""}
             continue
         if measured["steps"].notna().all():
-            top_steps = measured["steps"].max()
-            top, rule = measured[measured["steps"] == top_steps], f"runs at the largest step count ({top_steps:g})"
+            # each size's most-trained runs (a grid may give each size its own step counts)
+            top = measured[measured["steps"] == measured.groupby("config")["steps"].transform("max")]
+            rule = "runs at their size's largest step count"
         else:
             top, rule = measured, "every run"
         gap, ci = _pooled(top, rng, n)

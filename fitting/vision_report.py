@@ -66,7 +66,7 @@ def vision_lines(fits: dict) -> list[str]:
             "is withheld: a run that never learned to look is a failed training run, not a point of the arm's "
             "law.", ""]
     out += _cell_lines(v) + [""]
-    out += ["Per arm, the mean gap of its runs at the largest step count (95% CI from resampling those runs and "
+    out += ["Per arm, the mean gap of its runs at their size's largest step count (95% CI from resampling those runs and "
             "each one's evaluation noise) is a summary; the verdict is per run.", ""]
     out += _arm_lines(v) + ["", "Per run:", ""] + _run_lines(fits.get("vision_runs", [])) + [""]
     for g in blind_arms(fits):

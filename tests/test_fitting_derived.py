@@ -102,6 +102,28 @@ def test_isoflop_recovers_optimum():
         isoflop.fit_isoflop(N[:2], C[:2], L[:2])
 
 
+def test_an_isoflop_exponent_through_two_budgets_is_flagged_and_the_report_lists_its_budgets():
+    """Two budgets' minima fix a line exactly (no residual tests the power law): the exponent is
+    fitted but flagged, which blocks a verdict; three budgets carry no such flag."""
+    from fitting import honest
+    from fitting.report import _isoflop_budgets
+
+    def record(budgets):
+        rows = [(n, c, 1.7 + 400 / n**0.34 + 400 / (c / (6 * n))**0.28)
+                for c in budgets for n in np.geomspace(1e7, 1e10, 9)]
+        fit = isoflop.fit_isoflop(*map(np.array, zip(*rows)))
+        return {"status": "ok", **fit.record("a", bootstrap.Resamples(), isoflop.NAME)}
+
+    two, three = record((1e18, 1e19)), record((1e18, 1e19, 1e20))
+    assert len(two["budgets"]) == 2 and two["flags"]["a"] == [honest.TWO_BUDGETS]
+    assert honest.TWO_BUDGETS in honest.BLOCKS_VERDICT
+    assert len(three["budgets"]) == 3 and three["flags"]["a"] == []
+    lines = _isoflop_budgets({"foveated": two, "baseline": {"status": "skipped"}})
+    assert [ln for ln in lines if ln.startswith("- ")] == [
+        "- foveated: C 1e+18: N_opt " + f"{two['budgets'][0]['N_opt']:.3g} (9 sizes); C 1e+19: N_opt "
+        + f"{two['budgets'][1]['N_opt']:.3g} (9 sizes)"]
+
+
 def test_iso_loss_interpolates_on_ascending_x():
     f = pd.DataFrame({"group": "g", "config": "a", "N": 1e6, "C": [1e10, 1e11, 1e12], "loss": [4.0, 3.0, 2.0]})
     f = pd.concat([f, f.assign(config="b", N=2e6, C=f["C"] * 2)])

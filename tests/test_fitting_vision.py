@@ -128,3 +128,15 @@ def test_a_wsd_family_is_one_run_judged_at_its_longest_cooldown():
     assert [(r["run_id"], r["steps"], r["sees"]) for r in runs] == [
         ("wsd:foveated:T2-T2:s0", 480, False), ("wsd:foveated:T2-T2:s1", 480, True)]
     assert runs[0]["lr"] == 2e-3 and "below the floor" in runs[0]["reason"]
+
+
+def test_the_pooled_gap_takes_each_size_at_its_own_largest_step_count():
+    """A grid whose sizes run different step counts (the ladder) pools every size's most-trained
+    runs, not only the one size that reaches the grid's largest step count."""
+    from fitting.vision import vision_gaps
+
+    rows = [_frame(config=c, run_id=f"{c}{s}", seed=float(s), steps=st, C=st * 1e10, loss_shuffled=1.0 + gap)
+            for c, st, gap in (("T0", 800.0, 0.4), ("T1", 857.0, 0.8)) for s in range(3)]
+    arm, _ = vision_gaps(pd.concat(rows, ignore_index=True), n=200)
+    assert arm["a"]["n_pooled"] == 6 and arm["a"]["gap"] == pytest.approx(0.6)
+    assert arm["a"]["points"] == "runs at their size's largest step count"
