@@ -35,10 +35,11 @@ SMOKE_SETTINGS = dict(
 # The offline model ladder: the graded synthetic task (graded sub-tasks and difficulty, a known
 # floor; docs/ladder.md shows what each arm learns when), 4 sizes from 95K to 1.3M parameters, step counts over 8x, every arm, 3 seeds.
 # Step counts per size put the sizes on shared compute budgets (IsoFLOP needs >= 3 sizes per
-# budget): budget k is T0-T0 at 100 x 2^k steps, and a size runs ~100 x 2^k x r steps (rounded, 8x span kept), r its
-# training FLOPs per step relative to T0-T0's (trainables/flops.py; geometric mean over the three
-# arms, which differ by <= 14%). T0 runs budgets 0-3, T1 1-4, T2 2-5, T3 4-7: budgets 2, 3 and 4
-# hold three sizes each (tests/test_sweep.py checks it with the FLOPs function and the fits' buckets).
+# budget): budget k is T0-T0 at 100 x 2^k steps, and a size runs ~100 x 2^k x r steps (rounded,
+# keeping an 8x span), r its training FLOPs per step relative to T0-T0's (trainables/flops.py;
+# geometric mean over the three arms, which differ by <= 14%). T0 runs budgets 0-3, T1 1-4,
+# T2 2-5, T3 4-7: budgets 2, 3 and 4 hold three sizes each (tests/test_sweep.py checks it with
+# the FLOPs function and the fits' own buckets).
 LADDER_STEPS = {
     "T0-T0": (100, 200, 400, 800),
     "T1-T1": (107, 214, 428, 857),
@@ -76,6 +77,11 @@ class Grid:
     # per-config step counts where a config's differ from `steps` (the ladder: sizes meet on
     # shared compute budgets, so IsoFLOP finds >= 3 sizes per budget)
     steps_by_config: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        stray = set(self.steps_by_config) - set(self.configs)
+        if stray:  # a typo would silently fall back to `steps`
+            raise ValueError(f"grid {self.name}: steps_by_config names configs it does not run: {sorted(stray)}")
 
     def steps_for(self, config: str) -> tuple[int, ...]:
         return self.steps_by_config.get(config, self.steps)

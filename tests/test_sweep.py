@@ -2,6 +2,7 @@
 incl. a resume), TensorBoard files, Ray's start-up arguments."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import threading
@@ -88,6 +89,8 @@ def test_ladder_sizes_meet_on_shared_compute_budgets_for_every_arm():
         assert len(shared) >= 3, (variant, sizes_per_budget)
     # narrowing with --steps still applies one list to every size
     assert {t.steps for t in expand("ladder", steps=[50, 60])} == {50, 60}
+    with pytest.raises(ValueError, match="does not run"):
+        dataclasses.replace(g, configs=("T0-T0",))  # step counts for sizes the grid no longer runs
 
 
 def test_reuse_actors_auto_is_on_for_cpu_trials_only():
