@@ -1,6 +1,6 @@
 """Command line.
 
-    python -m fitting EXPERIMENT_DIR [--out DIR] [--bootstrap 1000] [--seed 0] [--lc-points all|frontier]
+    python -m fitting EXPERIMENT_DIR [--out DIR] [--bootstrap 1000] [--seed 0] [--lc-points frontier|all]
     python -m fitting csv FILE --loss COL (--d COL | --c COL) [--n COL] [--run COL] [--group COL]
                       [--drop-top-loss K] [--out DIR] [--bootstrap 1000] [--seed 0] [--lc-points ...]
 
@@ -8,9 +8,9 @@ In csv mode D = C/(6N) when --d is absent and C = 6ND when --c is absent; withou
 one model size) L(D) and L(C) are fitted instead of L(N,D). --run COL names each row's run: the
 bootstrap resamples runs, or blocks of consecutive points within a run when a group has < 3
 runs; without it every row is its own run. --drop-top-loss K drops the K highest-loss rows
-first (listed in the report): Chinchilla's reference data needs K=5. --lc-points frontier fits
-L(C) to each group's compute-efficient frontier instead of all its points (opt-in: it selects
-on the noise). User errors print `error: <message>` on stderr and exit with status 2.
+first (listed in the report): Chinchilla's reference data needs K=5. L(C) takes each group's
+compute-efficient frontier of cells (rows with the same N and D, averaged); --lc-points all fits
+it to every point instead. User errors print `error: <message>` on stderr and exit with status 2.
 
 From another directory: `python PATH/TO/REPO/fitting ...` (or the repository on PYTHONPATH).
 """
@@ -33,8 +33,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory (default: next to the input, analysis/)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lc-points", choices=("all", "frontier"), default="all",
-                   help="points for L(C): all fit points (default) or each group's compute-efficient frontier")
+    p.add_argument("--lc-points", choices=("frontier", "all"), default="frontier",
+                   help="points for L(C): each group's compute-efficient frontier of cells (default) or all fit points")
 
 
 def _check(a: argparse.Namespace) -> None:

@@ -38,7 +38,7 @@ class AnalysisOptions:
     n_rows: int | None = None  # rows of the input (default: the frame's)
     selection: str = "every point"  # which rows are fit points, in words
     require_vision: bool = False  # withhold a comparison whose arms' use of their frames was not measured
-    lc_points: str = "all"  # L(C)'s points: "all" or each group's compute-efficient "frontier"
+    lc_points: str = "frontier"  # L(C)'s points: each group's compute-efficient "frontier" of cells, or "all"
 
     def __post_init__(self):
         if self.n_bootstrap < 0 or self.seed < 0:
@@ -51,7 +51,7 @@ class AnalysisOptions:
 
 @single_threaded
 def run_analysis(experiment_dir, out_dir=None, n_bootstrap: int = 1000, seed: int = 0,
-                 lc_points: str = "all") -> dict:
+                 lc_points: str = "frontier") -> dict:
     """Analyse a Ray Tune experiment dir; write outputs to out_dir (default <dir>/analysis).
 
     Never fails for lack of points: a law the data cannot identify is skipped, with the reason
@@ -74,7 +74,7 @@ def run_analysis(experiment_dir, out_dir=None, n_bootstrap: int = 1000, seed: in
 @single_threaded
 def run_csv(path, n_col, loss_col, d_col=None, c_col=None, group_col=None, out_dir=None,
             n_bootstrap: int = 1000, seed: int = 0, drop_top_loss: int = 0, run_col=None,
-            lc_points: str = "all") -> dict:
+            lc_points: str = "frontier") -> dict:
     """Analyse a CSV of points. Strict: a law the data cannot support is a FitError (one model
     size is supported: L(D) and L(C) instead of L(N,D))."""
     frame, dropped = load_csv(path, n_col, loss_col, d_col, c_col, group_col, drop_top_loss, run_col)

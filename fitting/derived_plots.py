@@ -42,7 +42,8 @@ def _multiplier(ax2, grid, m, ci, measured: tuple, r: str) -> pd.DataFrame:
     if np.isfinite(bound).any():
         ax2.plot(grid, bound, color="C3", ls=":", lw=1.2,
                  label=f"multiplier bound from the data (matched compute outside {r}'s measured range)")
-    ax2.set_yscale("log")
+    if np.isfinite(np.where(inside, m, bound)).any():
+        ax2.set_yscale("log")  # (a log axis with nothing finite on it cannot be drawn: infinite multiplier)
     ax2.set_ylabel(f"compute {r} needs / C (log)")
     return pd.DataFrame({"C": grid, "multiplier": np.where(inside, m, np.nan), "ci_lo": np.where(inside, lo, np.nan),
                          "ci_hi": np.where(inside, hi, np.nan), "bound": bound, "kind": "multiplier"})

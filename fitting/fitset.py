@@ -3,8 +3,9 @@
 Laws per group (variant): L(N,D) (L(D) instead for a group with one model size), L(C), the
 pure power law, IsoFLOP; and with two or more groups the joint fits (shared exponents,
 per-group coefficients) of L(N,D) and L(C). Every law uses every point of the frame it is
-given (the caller's selection, e.g. each trial's final point), unless the compute-efficient
-frontier is asked for explicitly (lc_points="frontier"); each entry names its selection.
+given (the caller's selection, e.g. each trial's final point), except L(C) and the pure power law:
+by default they take each group's compute-efficient frontier of cells (lc_points="frontier";
+"all" takes every point); each entry names its selection.
 A FitSet remembers which frame rows each fit used, so the bootstrap can refit every law on a
 resample by reweighting those rows (warm-started), without rebuilding anything.
 """
@@ -22,7 +23,7 @@ from fitting.keys import LawKey, StatKey
 from fitting.laws import LAWS, FittedLaw, fit_law
 
 JOINT = "joint"  # suffix of the law name for joint fits, e.g. "L(N,D) joint"
-LC_POINTS = ("all", "frontier")  # L(C)'s points: every point, or the compute-efficient frontier (opt-in)
+LC_POINTS = ("frontier", "all")  # L(C)'s points: the compute-efficient frontier of cells (default), or every point
 
 
 @dataclass
@@ -46,6 +47,16 @@ def compute_frontier(C: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return keep
 
 
+def cell_frontier(frame: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the rows whose cell (same N and D: the seed replicates of one run) is on the
+    compute-efficient frontier of the cells' mean (C, loss). Selecting cells, not single points, keeps
+    every seed of a chosen cell, so the frontier does not pick the luckiest seed."""
+    cell = pd.factorize(pd.MultiIndex.from_arrays([frame["N"].to_numpy(float), frame["D"].to_numpy(float)]))[0]
+    means = frame.groupby(cell)[["C", "loss"]].mean()
+    keep = compute_frontier(means["C"].to_numpy(), means["loss"].to_numpy())
+    return keep[cell]
+
+
 def _features(frame: pd.DataFrame, law: str) -> np.ndarray:
     return frame[list(LAWS[law][0])].to_numpy(float)
 
@@ -55,7 +66,7 @@ class FitSet:
     frame: pd.DataFrame
     strict: bool = False  # raise instead of skipping L(N,D) (the CSV CLI asks for it explicitly)
     base_selection: str = "every point"  # how the caller chose the frame's rows, in words
-    lc_points: str = "all"  # "all" | "frontier" (opt-in: compute-efficient frontier per group)
+    lc_points: str = "frontier"  # "frontier" (per group, of cells) | "all"
     entries: dict[LawKey, Entry] = field(default_factory=dict)
     lc_selection: str = ""
 
@@ -103,17 +114,19 @@ class FitSet:
             self._try("L(N,D)", JOINT, rows, self.base_selection)
 
     def _fit_lc(self):
-        # Default: the same points as every other law. The compute-efficient frontier (the best
-        # loss reached at each compute) is opt-in: on a curve of one run it is the running
-        # minimum, which drops points by selecting on the noise and biases E downwards.
+        # L(C) is the loss the best allocation reaches at each compute (Kaplan's L(C_min), the
+        # envelope Chinchilla's approach 1 reads off): points of a size trained too short or too
+        # long for their compute lie above it, and a grid built for IsoFLOP (sizes on shared
+        # budgets) is mostly such points. So L(C) takes each group's frontier, of cells (seed
+        # replicates' means) rather than single points, which would select on seed noise.
         f = self.frame
         use = np.ones(len(f), bool)
         self.lc_selection = self.base_selection
         if self.lc_points == "frontier":
             for grp in self.groups:
                 r = self._rows(grp)
-                use[r] = compute_frontier(f["C"].to_numpy()[r], f["loss"].to_numpy()[r])
-            self.lc_selection = f"compute-efficient frontier (opt-in) of: {self.base_selection}"
+                use[r] = cell_frontier(f.iloc[r])
+            self.lc_selection = f"compute-efficient frontier of cells (seed means) of: {self.base_selection}"
         for law in ("L(C)", "power"):
             for grp in self.groups:
                 r = self._rows(grp)

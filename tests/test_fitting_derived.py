@@ -10,8 +10,8 @@ import pytest
 from scipy.optimize import brentq
 
 from fitting import bootstrap, derived, isoflop
-from fitting.fitset import FitSet, compute_frontier
-from fitting.keys import CROSSOVER, MULTIPLIER, of_pair
+from fitting.fitset import FitSet, cell_frontier, compute_frontier
+from fitting.keys import CROSSOVER, MULTIPLIER, LawKey, of_pair
 from fitting.laws import inverse_lc
 
 CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"
@@ -87,6 +87,25 @@ def test_frontier_and_buckets():
     assert compute_frontier(C, loss).tolist() == [True, False, True, False, True]
     b = isoflop.buckets(np.array([1e18, 1.1e18, 1e19, 1.2e19, 5e19]))
     assert b.tolist() == [0, 0, 1, 1, 2]
+
+
+def test_lc_takes_the_frontier_of_cells_so_a_lucky_seed_does_not_choose_it():
+    # two sizes, three seeds per (N, D) cell; the large size's first budget has one lucky seed
+    # (0.60) below every small-size point at that compute, but its cell's mean (0.733) is beaten
+    cells = [(1.0, 1.0, [1.00, 1.02, 0.98]), (1.0, 2.0, [0.80, 0.82, 0.78]), (1.0, 4.0, [0.70, 0.71, 0.69]),
+             (4.0, 1.0, [0.75, 0.60, 0.85]), (4.0, 2.0, [0.50, 0.52, 0.48])]
+    rows = [(n, d, 6 * n * d, loss, f"s{k}") for n, d, losses in cells for k, loss in enumerate(losses)]
+    f = pd.DataFrame(rows, columns=["N", "D", "C", "loss", "run_id"])
+    f["group"], f["config"], f["loss_se"] = "a", [f"N={n:g}" for n in f["N"]], 0.01
+    lucky = (f["N"] == 4.0) & (f["D"] == 1.0)
+    assert compute_frontier(f["C"].to_numpy(), f["loss"].to_numpy())[lucky.to_numpy()].any()  # a point frontier keeps it
+    keep = cell_frontier(f)
+    assert not keep[lucky.to_numpy()].any()  # the cell frontier drops the whole cell
+    assert keep.sum() == 12  # and keeps every seed of the four cells on it
+    fs = FitSet(f)  # the default: L(C) on the frontier of cells, every other law on every point
+    assert sorted(fs.entries[LawKey("L(C)", "a")].rows.tolist()) == np.flatnonzero(keep).tolist()
+    assert "frontier of cells" in fs.lc_selection
+    assert len(FitSet(f, lc_points="all").entries[LawKey("L(C)", "a")].rows) == len(f)
 
 
 def test_isoflop_recovers_optimum():

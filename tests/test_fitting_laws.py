@@ -108,8 +108,8 @@ def test_recovers_lc_parameters_inside_ci():
     fit = fit_law("L(C)", C, L)
     assert fit.params()["alpha"] == pytest.approx(0.2, abs=0.05)
     fs = FitSet(_frame(np.full(C.size, 1e8), C / 6e8, C, L))
-    assert fs.lc_selection == "every point"  # the frontier is opt-in (lc_points="frontier")
-    assert "frontier" in FitSet(fs.frame, lc_points="frontier").lc_selection
+    assert "frontier of cells" in fs.lc_selection  # the default; every point of this curve is on it
+    assert FitSet(fs.frame, lc_points="all").lc_selection == "every point"
     boot = bootstrap.bootstrap(fs, derived.context(fs.frame), n=150, seed=0)
     for k, v in {"E": 1.5, "A": 1e3, "alpha": 0.2}.items():
         lo, hi = boot.ci95(StatKey("L(C)", "all", k))
