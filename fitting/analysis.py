@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fitting import bootstrap, columns, comparisons, derived, engine, honest, plots, report
+from fitting import bootstrap, columns, comparisons, derived, engine, honest, isoflop, plots, report
 from fitting.csv_table import load_csv
 from fitting.errors import FitError
 from fitting.fitset import JOINT, LC_POINTS, FitSet
@@ -167,6 +167,9 @@ def _laws(fs: FitSet, boot, n_resamples: int) -> dict:
                 if stuck:
                     rec["refits_not_converged"] = stuck
                     honest.flag_stopped_refits(rec, stuck, n_resamples)
+                if law == "L(C)" and fs.lc_points == "frontier":
+                    f = fs.frame[fs.frame["group"] == name]
+                    honest.flag_unbracketed_frontier(rec, isoflop.unbracketed_side(f["N"], f["C"], f["loss"]))
                 if group == JOINT:
                     rec["shared"] = [k for k in rec["params"] if k in ("alpha", "beta")]
             laws.setdefault(law, {})[name] = rec

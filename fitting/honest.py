@@ -55,13 +55,20 @@ NOTED_SHARE, STOPPED_SHARE = 0.1, 0.5
 REFITS_STOPPED = "CI too narrow (most bootstrap refits stopped at their budget)"
 # IsoFLOP's exponent from two budgets' minima: a line through two points, the power law untested
 TWO_BUDGETS = "fitted through two budgets (a line through two points)"
+# L(C) on a grid whose sizes never bracket the best size of a shared budget: the frontier's cells
+# past where the winning (smallest) size stops are the only sizes run there, not the best allocation,
+# so the frontier is an upper bound on L(C) there and its curvature is the grid's (isoflop.unbracketed_side)
+UNBRACKETED = {side: f"frontier not bracketed by the grid's sizes (its {side} size wins every shared budget)"
+               for side in ("smallest", "largest")}
 EXPONENT_NAMES = ("alpha", "beta", "a")
 # exponent -> the flag of a coefficient whose term that exponent has flattened into a constant
 CONSTANT_TERM = {e: f"not identified ({e} = 0: a constant, indistinguishable from E)" for e in EXPONENT_NAMES}
 NO_INTERVAL = frozenset({AT_BOUND, E_AT_ZERO, ZERO_WIDTH, *CONSTANT_TERM.values()})
-BLOCKS_VERDICT = NO_INTERVAL | {E_ABOVE_MIN, CI_AT_EXPONENT_BOUND, CI_AT_E_ZERO, NO_CI, REFITS_STOPPED, TWO_BUDGETS}
+BLOCKS_VERDICT = NO_INTERVAL | {E_ABOVE_MIN, CI_AT_EXPONENT_BOUND, CI_AT_E_ZERO, NO_CI, REFITS_STOPPED, TWO_BUDGETS,
+                                 *UNBRACKETED.values()}
 PARAM_FLAGS = BLOCKS_VERDICT  # every flag a parameter can carry (each blocks a verdict)
-NAMES_E = frozenset({E_AT_ZERO, E_ABOVE_MIN, CI_AT_E_ZERO})  # flags that name their parameter already
+# flags that name their parameter already (or concern the whole law)
+NAMES_E = frozenset({E_AT_ZERO, E_ABOVE_MIN, CI_AT_E_ZERO, *UNBRACKETED.values()})
 
 # status of a law, plot or check (OK | SKIPPED) and of a verdict (OK | WITHHELD | NOT_IDENTIFIED)
 OK, SKIPPED, WITHHELD, NOT_IDENTIFIED = "ok", "skipped", "withheld", "not identified"
@@ -124,6 +131,13 @@ def flag_stopped_refits(rec: dict, n_stopped: int, n_resamples: int) -> None:
                 rec["flags"][k].append(REFITS_STOPPED)
 
 
+def flag_unbracketed_frontier(rec: dict, side: str | None) -> None:
+    """Flag an L(C) fit's exponent when its grid never brackets a budget's best size (side: from
+    isoflop.unbracketed_side); the interval stays, the verdicts resting on the law are blocked."""
+    if side and "alpha" in rec.get("flags", {}) and UNBRACKETED[side] not in rec["flags"]["alpha"]:
+        rec["flags"]["alpha"].append(UNBRACKETED[side])
+
+
 def runs_per_group(frame) -> dict:
     return {g: int(s["run_id"].nunique()) for g, s in frame.groupby("group")}
 
@@ -150,6 +164,9 @@ REMEDIES = {
     E_AT_ZERO: _FLOOR, CI_AT_E_ZERO: _FLOOR, E_ABOVE_MIN: _ABOVE, ZERO_WIDTH: _SEEDS, NO_CI: _SEEDS,
     AT_BOUND: _SPAN, CI_AT_EXPONENT_BOUND: _SPAN, REFITS_STOPPED: _FLAT, **{f: _SPAN for f in CONSTANT_TERM.values()},
     TWO_BUDGETS: "a third compute budget on which >= 3 sizes meet with the loss minimum between them",
+    UNBRACKETED["smallest"]: "smaller sizes, or the smaller sizes trained longer, until a shared budget has its "
+                             "loss minimum between sizes",
+    UNBRACKETED["largest"]: "larger sizes, until a shared budget has its loss minimum between sizes",
 }
 # what each law's exponents scale (the span a bounded exponent asks for)
 EXPONENT_OF = {"L(C)": {"alpha": "compute"}, "L(N,D)": {"alpha": "model sizes", "beta": "step counts"}}

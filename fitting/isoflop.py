@@ -34,6 +34,32 @@ def buckets(C: np.ndarray, factor: float = BUCKET_FACTOR) -> np.ndarray:
     return out
 
 
+def _vertex(x: np.ndarray, loss: np.ndarray, w: np.ndarray) -> tuple[str, float, np.ndarray]:
+    """One budget's profile: a parabola of loss in x = log N. Returns (side, x_opt, coefficients):
+    side "between" when its minimum lies within the sizes tried, else "smallest" / "largest" (a
+    concave or flat profile: the end with the lower fitted loss)."""
+    c = np.polyfit(x, loss, 2, w=np.sqrt(w))
+    if c[0] > 0:
+        x_opt = -c[1] / (2 * c[0])
+        side = "smallest" if x_opt < x.min() else "largest" if x_opt > x.max() else "between"
+        return side, x_opt, c
+    ends = np.polyval(c, [x.min(), x.max()])
+    return ("smallest" if ends[0] <= ends[1] else "largest"), np.nan, c
+
+
+def unbracketed_side(N, C, loss) -> str | None:
+    """"smallest" ("largest") when no budget holding >= MIN_SIZES sizes has its profile's minimum
+    between them and every one has it at or beyond its smallest (largest) size (fit_isoflop's
+    rule); None when some budget brackets it, the sides differ, or no budget holds enough sizes."""
+    N, C, loss = (np.asarray(v, float) for v in (N, C, loss))
+    bucket, sides = buckets(C), set()
+    for b in np.unique(bucket):
+        sel = bucket == b
+        if len(np.unique(N[sel])) >= MIN_SIZES:
+            sides.add(_vertex(np.log(N[sel]), loss[sel], np.ones(int(sel.sum())))[0])
+    return sides.pop() if len(sides) == 1 and "between" not in sides else None
+
+
 @dataclass
 class IsoFlopFit:
     """N_opt = G C^a through each budget's optimal size (the FittedLaw interface of laws.py)."""
@@ -76,13 +102,9 @@ def fit_isoflop(N, C, loss, weights=None, bucket=None) -> IsoFlopFit:
         most = max(most, len(sizes))
         if len(sizes) < MIN_SIZES:
             continue
-        x = np.log(N[sel])
-        c2, c1, c0 = np.polyfit(x, loss[sel], 2, w=np.sqrt(w[sel]))
-        if c2 <= 0:
-            continue  # no minimum: the profile is concave or flat
-        x_opt = -c1 / (2 * c2)
-        if not (x.min() <= x_opt <= x.max()):
-            continue  # the minimum is not bracketed by the sizes tried
+        side, x_opt, (c2, c1, c0) = _vertex(np.log(N[sel]), loss[sel], w[sel])
+        if side != "between":
+            continue  # no minimum between the sizes tried (beyond them, or a concave or flat profile)
         c_budget = float(np.exp(np.average(np.log(C[sel]), weights=w[sel])))
         rows.append({"C": c_budget, "N_opt": float(np.exp(x_opt)), "loss_opt": float(c0 - c1 * c1 / (4 * c2)),
                      "n_sizes": int(len(sizes))})

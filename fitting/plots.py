@@ -18,7 +18,7 @@ import pandas as pd
 
 from fitting import derived, derived_plots, field_plot, isoflop
 from fitting.honest import OK, SKIPPED, blocking_flags
-from fitting.keys import CURVE, StatKey
+from fitting.keys import CURVE, LawKey, StatKey
 from fitting.plot_style import BAND_ALPHA, BLIND, Skip, fitted_curve, legend_beside, loglog, style
 
 log = logging.getLogger("fitting")
@@ -84,6 +84,22 @@ def _blind(ax, frame: pd.DataFrame, fits: dict, x: str) -> list[dict]:
             for g, c, r, a, l in zip(b["group"], b["config"], b["run_id"], b[x], b["loss"])]
 
 
+def _lc_cells(ax, fs) -> list[dict]:
+    """Ring the seed means of the cells each L(C) was fitted to (by default the frontier of cells:
+    fitset.cell_frontier), so a reader sees which points the law describes and which it ignores."""
+    f, rows = fs.frame, []
+    for g in fs.groups:
+        e = fs.entries.get(LawKey("L(C)", g))
+        if e is None or e.rows is None or not len(e.rows):
+            continue
+        cells = seed_means(f.iloc[e.rows])
+        ax.scatter(cells["C"], cells["loss"], s=70, facecolors="none", edgecolors="k", lw=0.9,
+                   label=None if rows else "cells L(C) is fitted to")
+        rows += [{"kind": "L(C) cell", "group": g, "config": c, "C": a, "loss": b}
+                 for c, a, b in zip(cells["config"], cells["C"], cells["loss"])]
+    return rows
+
+
 def _loss_vs_flops(fig, ax, fs, ctx, fits, boot):
     f = fs.frame
     many = f["config"].nunique() > MAX_LEGEND_CONFIGS
@@ -103,6 +119,7 @@ def _loss_vs_flops(fig, ax, fs, ctx, fits, boot):
             ax.fill_between(s["C"], s["lo"], s["hi"], color=colors[c], alpha=BAND_ALPHA, lw=0)
         rows += [{"kind": "seed mean", "group": g, "config": c, "C": a, "loss": b, "lo": lo, "hi": hi, "runs": n}
                  for a, b, lo, hi, n in zip(s["C"], s["loss"], s["lo"], s["hi"], s["runs"])]
+    rows += _lc_cells(ax, fs)
     rows += _blind(ax, f, fits, "C")
     blind_groups = {r["group"] for r in rows if r["kind"] == "blind run"}
     grid = ctx.C_grid

@@ -143,6 +143,21 @@ def test_an_isoflop_exponent_through_two_budgets_is_flagged_and_the_report_lists
         + f"{two['budgets'][1]['N_opt']:.3g} (9 sizes)"]
 
 
+def test_a_grid_whose_smallest_size_wins_every_shared_budget_does_not_bracket_its_frontier():
+    """isoflop.unbracketed_side, the rule fit_isoflop brackets a budget's minimum by: a grid whose
+    sizes all sit above (below) the compute-optimal size is "smallest" ("largest"); one budget
+    with its minimum between sizes, or too few sizes per budget to tell, is None."""
+    def profile(budgets, sizes):
+        rows = [(n, c, 1.7 + 400 / n**0.34 + 400 / (c / (6 * n))**0.28) for c in budgets for n in sizes]
+        return map(np.array, zip(*rows))
+
+    big, small, spread = np.geomspace(3e9, 3e10, 3), np.geomspace(1e5, 1e6, 3), np.geomspace(1e7, 1e10, 9)
+    assert isoflop.unbracketed_side(*profile((1e18, 1e19), big)) == "smallest"
+    assert isoflop.unbracketed_side(*profile((1e18, 1e19), small)) == "largest"
+    assert isoflop.unbracketed_side(*profile((1e18, 1e19), spread)) is None
+    assert isoflop.unbracketed_side(*profile((1e18, 1e19), big[:2])) is None  # 2 sizes: nothing to tell
+
+
 def test_iso_loss_interpolates_on_ascending_x():
     f = pd.DataFrame({"group": "g", "config": "a", "N": 1e6, "C": [1e10, 1e11, 1e12], "loss": [4.0, 3.0, 2.0]})
     f = pd.concat([f, f.assign(config="b", N=2e6, C=f["C"] * 2)])

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 
 from fitting import bootstrap, derived, plots  # noqa: E402
 from fitting.fitset import FitSet  # noqa: E402
-from fitting.keys import pair_key  # noqa: E402
+from fitting.keys import LawKey, pair_key  # noqa: E402
 from fitting.plot_style import fitted_curve, plain_ticks  # noqa: E402
 
 
@@ -55,6 +55,13 @@ def test_one_line_per_config_through_seed_means_and_fits_dashed_beyond_their_dat
     beyond = fit["extrapolated"].astype(str) == "True"  # a column of the CSV, so read as text
     assert beyond.any() and (beyond == ~fit["C"].between(lo_c, hi_c)).all()
     assert fit.loc[~beyond, "lo"].notna().all()  # a band where the arm measured
+    # the cells each L(C) was fitted to (its arm's frontier of cells) are ringed, one ring per cell;
+    # cells of equal compute and noise put some of them off the frontier
+    ringed = drawn[drawn["kind"] == "L(C) cell"]
+    for g in fs.groups:
+        used = fs.frame.iloc[fs.entries[LawKey("L(C)", g)].rows]
+        assert len(ringed[ringed["group"] == g]) == used.groupby(["config", "D"]).ngroups
+    assert 0 < len(ringed) < len(means)
 
 
 def test_a_flagged_fit_says_so_in_its_legend(fitted):

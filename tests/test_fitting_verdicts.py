@@ -102,7 +102,7 @@ CLEAN = {"E": [], "A": [], "alpha": []}
 
 @pytest.mark.parametrize("param, flag", [
     ("E", honest.E_ABOVE_MIN), ("alpha", honest.CI_AT_EXPONENT_BOUND), ("E", honest.CI_AT_E_ZERO),
-    ("alpha", honest.AT_BOUND), ("alpha", honest.NO_CI),
+    ("alpha", honest.AT_BOUND), ("alpha", honest.NO_CI), ("alpha", honest.UNBRACKETED["smallest"]),
 ])
 def test_a_flagged_lc_parameter_blocks_ok(param, flag):
     runs = {"foveated": 6, "baseline": 6}
@@ -168,3 +168,37 @@ def test_a_law_whose_refits_mostly_stopped_at_their_budget_carries_no_verdict():
     status, reason = honest.comparison_status(["foveated"], vision, True, runs, {"foveated": stuck["flags"]})
     assert status == "not identified" and "alpha CI too narrow (most bootstrap refits" in reason
     assert "more runs or a wider span of model sizes" in honest.remedies("L(N,D)", {"foveated": stuck["flags"]})
+
+
+def test_an_lc_frontier_the_grid_does_not_bracket_carries_no_verdict():
+    """The flag lands on L(C)'s alpha once, keeps its interval, names itself in the reason, and the
+    report says what would lift it."""
+    rec = {"flags": {"E": [], "A": [], "alpha": []}}
+    honest.flag_unbracketed_frontier(rec, None)  # bracketed somewhere, or nothing to tell
+    assert rec["flags"]["alpha"] == []
+    for _ in range(2):
+        honest.flag_unbracketed_frontier(rec, "smallest")
+    assert rec["flags"]["alpha"] == [honest.UNBRACKETED["smallest"]]
+    assert honest.UNBRACKETED["smallest"] not in honest.NO_INTERVAL
+    assert honest.blocking_flags(rec["flags"], rec["flags"]) == [honest.UNBRACKETED["smallest"]]
+    assert honest.remedies("L(C)", {"baseline": rec["flags"]}).startswith("baseline: smaller sizes")
+
+
+def test_the_analysis_flags_the_lc_of_an_arm_whose_grid_never_brackets_a_budget(tmp_path):
+    """Sizes on shared budgets (3 per budget): arm "over" has every size above its compute-optimal
+    one, arm "spread" brackets it; only "over"'s L(C) carries the flag, and only on the frontier."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for g, sizes in (("over", (3e9, 1e10, 3e10)), ("spread", (1e7, 1e8, 1e9))):
+        for c in np.geomspace(1e17, 1e21, 5):  # one frontier cell per budget: 5 points for L(C)
+            for n in sizes:
+                loss = (1.7 + 400 / n**0.34 + 400 / (c / (6 * n))**0.28) * np.exp(rng.normal(0, 0.003))
+                rows.append({"N": n, "D": c / (6 * n), "C": c, "loss": loss, "loss_se": 0.002, "group": g,
+                             "config": f"N{n:.0e}", "run_id": f"{g}{n:.0e}{c:.0e}", "n_llm": np.nan,
+                             "n_vision": np.nan})
+    flag = honest.UNBRACKETED["smallest"]
+    fits = analyze_frame(pd.DataFrame(rows), tmp_path, AnalysisOptions(n_bootstrap=20))
+    assert flag in fits["laws"]["L(C)"]["over"]["flags"]["alpha"]
+    assert flag not in fits["laws"]["L(C)"]["spread"]["flags"]["alpha"]
+    every = analyze_frame(pd.DataFrame(rows), tmp_path / "all", AnalysisOptions(n_bootstrap=20, lc_points="all"))
+    assert flag not in every["laws"]["L(C)"]["over"]["flags"]["alpha"]
