@@ -118,14 +118,17 @@ class FitSet:
         # envelope Chinchilla's approach 1 reads off): points of a size trained too short or too
         # long for their compute lie above it, and a grid built for IsoFLOP (sizes on shared
         # budgets) is mostly such points. So L(C) takes each group's frontier, of cells (seed
-        # replicates' means) rather than single points, which would select on seed noise.
+        # replicates' means) rather than single points, which would select on seed noise. A group
+        # with one model size has no allocation to choose, and the frontier of its curve would be
+        # a running minimum (selecting on noise): it keeps every point.
         f = self.frame
         use = np.ones(len(f), bool)
         self.lc_selection = self.base_selection
         if self.lc_points == "frontier":
             for grp in self.groups:
                 r = self._rows(grp)
-                use[r] = cell_frontier(f.iloc[r])
+                if grp not in self.one_size:
+                    use[r] = cell_frontier(f.iloc[r])
             self.lc_selection = f"compute-efficient frontier of cells (seed means) of: {self.base_selection}"
         for law in ("L(C)", "power"):
             for grp in self.groups:

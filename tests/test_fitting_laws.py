@@ -9,7 +9,7 @@ from scipy.optimize import check_grad, nnls
 from fitting import FitError, fit_law
 from fitting import bootstrap, derived, engine
 from fitting.fitset import FitSet
-from fitting.keys import StatKey
+from fitting.keys import LawKey, StatKey
 from fitting.csv_table import load_csv
 
 CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"
@@ -108,8 +108,12 @@ def test_recovers_lc_parameters_inside_ci():
     fit = fit_law("L(C)", C, L)
     assert fit.params()["alpha"] == pytest.approx(0.2, abs=0.05)
     fs = FitSet(_frame(np.full(C.size, 1e8), C / 6e8, C, L))
-    assert "frontier of cells" in fs.lc_selection  # the default; every point of this curve is on it
+    assert "frontier of cells" in fs.lc_selection  # the default
     assert FitSet(fs.frame, lc_points="all").lc_selection == "every point"
+    # one model size: no allocation to choose, so every point, even one a cheaper point beats
+    bumped = fs.frame.copy()
+    bumped.loc[5, "loss"] = bumped.loc[3, "loss"] + 0.1
+    assert len(FitSet(bumped).entries[LawKey("L(C)", "all")].rows) == len(bumped)
     boot = bootstrap.bootstrap(fs, derived.context(fs.frame), n=150, seed=0)
     for k, v in {"E": 1.5, "A": 1e3, "alpha": 0.2}.items():
         lo, hi = boot.ci95(StatKey("L(C)", "all", k))
