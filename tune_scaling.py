@@ -46,6 +46,8 @@ def add_grid_args(g) -> None:
     g.add_argument("--variants", help=f"comma-separated, from {','.join(VARIANTS)} (default: the grid's)")
     g.add_argument("--steps", help="comma-separated step counts, e.g. 100,300")
     g.add_argument("--init", choices=("random", "pretrained"), help="backbone initialisation (default: the grid's)")
+    g.add_argument("--vit-position-std", type=float, help="random init: draw the ViT's position embeddings "
+                   "with this std (default: DINOv2's 0.02; docs/ladder.md says why a study might not)")
     g.add_argument("--dataset", help="'synthetic', a hub id, a save_to_disk directory or parquet files")
     g.add_argument("--image-column")
     g.add_argument("--frames-column")
@@ -141,7 +143,7 @@ def build_trials(args: SweepOptions):
 def build_plan(args: SweepOptions):
     """(the trials to run, one line saying where their learning rates come from)."""
     overrides = {k: v for k, v in {
-        "init": args.init, "dataset": args.dataset, "image_column": args.image_column,
+        "init": args.init, "vit_position_std": args.vit_position_std, "dataset": args.dataset, "image_column": args.image_column,
         "frames_column": args.frames_column, "text_column": args.text_column, "seed": args.seed,
     }.items() if v is not None}
     if args.deterministic:

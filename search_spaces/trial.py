@@ -55,6 +55,10 @@ class TrialConfig:
     vit_path: str | None = None
     query_dim: int = 384
     visual_scale: float = 0.14
+    # random init only: draw the ViT's learned position embeddings with this std instead of
+    # DINOv2's 0.02, at which a fresh ViT's patch features barely say where they are
+    # (docs/ladder.md: what this does to a one-token view). None: DINOv2's own init.
+    vit_position_std: float | None = None
     # a control run that cannot see: every visual token is zeroed before the LLM, so its
     # shuffled-frames loss equals its loss exactly (a blind run on purpose, for the vision check)
     zero_visual_tokens: bool = False
@@ -118,6 +122,12 @@ class TrialConfig:
             )
         if not (0 <= self.seed < 2**32 and 0 <= self.dataset_seed < 2**32):  # numpy's seed range
             raise ConfigError(f"seeds must lie in [0, 2^32), got seed {self.seed}, dataset_seed {self.dataset_seed}")
+        if self.vit_position_std is not None:
+            if not 0 < self.vit_position_std < float("inf"):
+                raise ConfigError(f"vit_position_std must be a positive number, got {self.vit_position_std}")
+            if self.init != "random":
+                raise ConfigError("vit_position_std re-draws a random-init ViT's position embeddings; "
+                                  "init=pretrained keeps the checkpoint's")
         if self.lr <= 0 or self.lr_backbone < 0:
             raise ConfigError("learning rates must be positive")
         if self.fault and not re.fullmatch(rf"({'|'.join(FAULT_KINDS)})@\d+", self.fault):

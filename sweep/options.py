@@ -38,6 +38,7 @@ class SweepOptions:
     steps: tuple[int, ...] | None = None
     seeds: int | None = None  # replicates per cell; None: the grid's (Grid.seeds)
     init: str | None = None
+    vit_position_std: float | None = None  # None: DINOv2's own init (TrialConfig.vit_position_std)
     dataset: str | None = None
     image_column: str | None = None
     frames_column: str | None = None
@@ -137,6 +138,7 @@ class SweepOptions:
             _finite("--lr-grid", rate, positive=True)
         _finite("--mfu", self.mfu, positive=True)
         _finite("--cooldown-frac", self.cooldown_frac, positive=True)
+        _finite("--vit-position-std", self.vit_position_std, positive=True)
         if self.mfu is not None and self.mfu > 1:
             raise ConfigError(f"--mfu must lie in (0, 1], got {self.mfu:g}")
         if self.cooldown_frac >= 1:

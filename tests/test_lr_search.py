@@ -107,6 +107,22 @@ def test_a_written_table_assigns_its_rates_and_is_strict_only_when_named(tmp_pat
     assert (out[0].lr, out[0].lr_backbone) == (1e-3, 1e-3)
 
 
+def test_a_table_from_before_a_setting_existed_covers_only_that_settings_default(tmp_path):
+    path = make_table(tmp_path, [record(3e-3, s, 0.5) for s in range(3)])
+    doc = json.loads(path.read_text())
+    del doc["settings"]["vit_position_std"]  # as written before the setting existed
+    path.write_text(json.dumps(doc))
+    table = learning_rates.load_table(path)
+    trials = expand("smoke", ["T1-T1"], ["foveated"], [480])
+    (same,), _ = learning_rates.assign(GRIDS["smoke"], trials, table, strict=True)
+    assert same.lr == 3e-3  # searched with the default: still covered
+    wide = [t.replace(vit_position_std=1.0) for t in trials]
+    with pytest.raises(ConfigError, match="vit_position_std=None"):
+        learning_rates.assign(GRIDS["smoke"], wide, table, strict=True)
+    (by_rule,), source = learning_rates.assign(GRIDS["smoke"], wide, table)
+    assert by_rule.lr == GRIDS["smoke"].settings["lr"] and "1 of 1 trials from the size rule" in source
+
+
 def test_the_size_rule_scales_with_n_to_the_minus_one_third_and_anchors_every_phase_grid_alike():
     grid = GRIDS["phase4"]
     trials = expand("phase4", ["S-S", "L-L"], ["baseline"], [100])

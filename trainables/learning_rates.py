@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from search_spaces.errors import ConfigError
@@ -44,7 +44,8 @@ RULE_EXPONENT = -1.0 / 3.0
 # or cosine form after their rates (and the search must try the schedule the study will run).
 SEARCH_SETTINGS = ("global_batch", "frames", "image_size", "text_len", "precision", "init", "dataset",
                    "dataset_seed", "dataset_size", "query_dim", "visual_scale", "warmup_steps", "weight_decay",
-                   "grad_clip", "min_lr_ratio", "llm_path", "vit_path")
+                   "grad_clip", "min_lr_ratio", "llm_path", "vit_path", "vit_position_std")
+_DEFAULTS = {f.name: f.default for f in fields(TrialConfig) if f.name in SEARCH_SETTINGS and f.default is not MISSING}
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,11 @@ def load_table(path) -> LrTable:
 def check_settings(table: LrTable, trial: TrialConfig) -> None:
     """Refuse a trial that differs from what the table was searched with."""
     now = settings_of(trial)
-    # a table written before a setting existed cannot vouch for it: compare the keys it has
-    diff = [k for k in SEARCH_SETTINGS if k in table.settings and table.settings[k] != now[k]]
+    # a table written before a setting existed was searched with that setting's default
+    then = {**_DEFAULTS, **table.settings}
+    diff = [k for k in SEARCH_SETTINGS if then[k] != now[k]]
     if diff:
-        what = ", ".join(f"{k}={table.settings[k]!r} (this trial: {now[k]!r})" for k in diff[:3])
+        what = ", ".join(f"{k}={then[k]!r} (this trial: {now[k]!r})" for k in diff[:3])
         raise ConfigError(f"learning-rate table {table.path} was searched with {what}: search again for these "
                           f"settings (--lr-search) or give --lr / --lr-backbone")
 

@@ -114,7 +114,7 @@ def build_vlm(cfg: TrialConfig, vocab_size: int, attn_implementation: str = "sdp
         vision = load_vision(vit_size, cfg.vit_path, attn_implementation)
     else:
         llm = build_language(llm_size, vocab_size, attn_implementation)
-        vision = build_vision(vit_size, attn_implementation)
+        vision = build_vision(vit_size, attn_implementation, cfg.vit_position_std)
     model = MODELS[spec.kind](spec, cfg, vision, llm)
     model.zero_visual_tokens = cfg.zero_visual_tokens
     return model

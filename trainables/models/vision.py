@@ -163,6 +163,16 @@ class VisionEncoder(nn.Module):
         return self._mlp_block(layer, x)
 
 
-def build_vision(size: ViTSize, attn_implementation: str = "sdpa") -> VisionEncoder:
-    """A randomly initialised DINOv2 of the given size."""
-    return VisionEncoder(Dinov2Model(dinov2_config(size, attn_implementation)))
+def build_vision(size: ViTSize, attn_implementation: str = "sdpa", position_std: float | None = None) -> VisionEncoder:
+    """A randomly initialised DINOv2 of the given size.
+
+    position_std: re-draw the learned position embeddings from DINOv2's form of init (a normal
+    of that std truncated at 2 std) instead of std 0.02. The draw runs on a forked RNG, so every
+    other weight of the model is the one the default init gives: an A/B of this option changes
+    the position embeddings and nothing else."""
+    vit = Dinov2Model(dinov2_config(size, attn_implementation))
+    if position_std is not None:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            nn.init.trunc_normal_(vit.embeddings.position_embeddings, std=position_std,
+                                  a=-2 * position_std, b=2 * position_std)
+    return VisionEncoder(vit)
