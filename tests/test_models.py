@@ -52,8 +52,8 @@ def test_forward_backward_every_parameter_trains(variant: str, config: str) -> N
 
 
 def test_vit_position_std_redraws_the_position_embeddings_and_nothing_else() -> None:
-    default = dict(make_model("foveated", "T2-T2").named_parameters())
-    wide = dict(make_model("foveated", "T2-T2", vit_position_std=1.0).named_parameters())
+    default = {n: p.detach() for n, p in make_model("foveated", "T2-T2").named_parameters()}
+    wide = {n: p.detach() for n, p in make_model("foveated", "T2-T2", vit_position_std=1.0).named_parameters()}
     pos = "vision.vit.embeddings.position_embeddings"
     assert float(default[pos].std()) < 0.03  # DINOv2's own init, 0.02 truncated at 2 std
     assert 0.8 < float(wide[pos].std()) < 0.95 and float(wide[pos].abs().max()) <= 2.0  # N(0, 1) cut at +-2
