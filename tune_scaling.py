@@ -143,8 +143,9 @@ def build_trials(args: SweepOptions):
 def build_plan(args: SweepOptions):
     """(the trials to run, one line saying where their learning rates come from)."""
     overrides = {k: v for k, v in {
-        "init": args.init, "vit_position_std": args.vit_position_std, "dataset": args.dataset, "image_column": args.image_column,
-        "frames_column": args.frames_column, "text_column": args.text_column, "seed": args.seed,
+        "init": args.init, "vit_position_std": args.vit_position_std, "dataset": args.dataset,
+        "image_column": args.image_column, "frames_column": args.frames_column, "text_column": args.text_column,
+        "seed": args.seed,
     }.items() if v is not None}
     if args.deterministic:
         overrides["deterministic"] = True
