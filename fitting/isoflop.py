@@ -47,16 +47,21 @@ def _vertex(x: np.ndarray, loss: np.ndarray, w: np.ndarray) -> tuple[str, float,
     return ("smallest" if ends[0] <= ends[1] else "largest"), np.nan, c
 
 
+def _profiles(N, C, loss, w, bucket):
+    """Per budget: (its points, its number of sizes, and with >= MIN_SIZES sizes its _vertex, else
+    None). The one walk over budgets both fit_isoflop and unbracketed_side read."""
+    for b in np.unique(bucket):
+        sel = (bucket == b) & (w > 0)
+        n_sizes = len(np.unique(N[sel]))
+        yield sel, n_sizes, (_vertex(np.log(N[sel]), loss[sel], w[sel]) if n_sizes >= MIN_SIZES else None)
+
+
 def unbracketed_side(N, C, loss) -> str | None:
     """"smallest" ("largest") when no budget holding >= MIN_SIZES sizes has its profile's minimum
     between them and every one has it at or beyond its smallest (largest) size (fit_isoflop's
     rule); None when some budget brackets it, the sides differ, or no budget holds enough sizes."""
     N, C, loss = (np.asarray(v, float) for v in (N, C, loss))
-    bucket, sides = buckets(C), set()
-    for b in np.unique(bucket):
-        sel = bucket == b
-        if len(np.unique(N[sel])) >= MIN_SIZES:
-            sides.add(_vertex(np.log(N[sel]), loss[sel], np.ones(int(sel.sum())))[0])
+    sides = {v[0] for _, _, v in _profiles(N, C, loss, np.ones(len(N)), buckets(C)) if v is not None}
     return sides.pop() if len(sides) == 1 and "between" not in sides else None
 
 
@@ -96,18 +101,14 @@ def fit_isoflop(N, C, loss, weights=None, bucket=None) -> IsoFlopFit:
     w = np.ones(len(N)) if weights is None else np.asarray(weights, float)
     bucket = buckets(C) if bucket is None else bucket
     rows, most = [], 0
-    for b in np.unique(bucket):
-        sel = (bucket == b) & (w > 0)
-        sizes = np.unique(N[sel])
-        most = max(most, len(sizes))
-        if len(sizes) < MIN_SIZES:
-            continue
-        side, x_opt, (c2, c1, c0) = _vertex(np.log(N[sel]), loss[sel], w[sel])
-        if side != "between":
-            continue  # no minimum between the sizes tried (beyond them, or a concave or flat profile)
+    for sel, n_sizes, vertex in _profiles(N, C, loss, w, bucket):
+        most = max(most, n_sizes)
+        if vertex is None or vertex[0] != "between":
+            continue  # too few sizes, or no minimum between them (beyond them, or a concave or flat profile)
+        _, x_opt, (c2, c1, c0) = vertex
         c_budget = float(np.exp(np.average(np.log(C[sel]), weights=w[sel])))
         rows.append({"C": c_budget, "N_opt": float(np.exp(x_opt)), "loss_opt": float(c0 - c1 * c1 / (4 * c2)),
-                     "n_sizes": int(len(sizes))})
+                     "n_sizes": int(n_sizes)})
     if most < MIN_SIZES:
         raise FitError(f"IsoFLOP needs >= {MIN_SIZES} model sizes sharing a compute budget; "
                        f"the best budget has {most} (runs within {BUCKET_FACTOR - 1:.0%} in compute share a budget: "
